@@ -1,0 +1,7 @@
+"""minirattn: the Residual Attention Network (Wang et al., CVPR 2017) in NumPy/CuPy,
+every forward and backward written by hand and proven by finite differences."""
+from . import backend, functional, nn
+from .gradcheck import gradcheck, GradcheckError, GradcheckResult
+
+__version__ = "0.1.0"
+__all__ = ["backend", "functional", "nn", "gradcheck", "GradcheckError", "GradcheckResult"]

@@ -1,0 +1,141 @@
+"""The array backend: the only module in minirattn that imports numpy or cupy.
+
+Everything else asks for its array module with :func:`xp_of` (from the arrays it
+was given) or :func:`get` (by name), so the same code runs on NumPy and CuPy and a
+machine without a GPU never touches CUDA.
+
+``import minirattn`` imports NumPy only; CuPy is imported the first time someone
+asks for ``"cupy"`` or hands us a CuPy array.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
+    "to_numpy", "pad", "scatter_add", "numpy", "default_rng", "is_floating",
+    "synchronize",
+]
+
+BACKENDS = ("numpy", "cupy")
+
+#: NumPy itself, for code that must run on the host (data loading, RNG, I/O).
+numpy = np
+
+_cupy = None
+
+
+class BackendError(RuntimeError):
+    """Raised when a backend is asked for but cannot be used here."""
+
+
+def _import_cupy():
+    """Import CuPy and check a CUDA device is usable; clear errors otherwise."""
+    global _cupy
+    if _cupy is not None:
+        return _cupy
+    try:
+        import cupy  # noqa: WPS433 (the one allowed place)
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise BackendError(
+            "backend 'cupy' was requested but CuPy is not installed "
+            "(pip install 'minirattn[gpu]' or a cupy-cudaXXx wheel matching your CUDA); "
+            f"import failed with: {exc}"
+        ) from exc
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        raise BackendError(
+            f"backend 'cupy' was requested and CuPy is installed, but no CUDA device is usable: {exc}"
+        ) from exc
+    if n < 1:  # pragma: no cover
+        raise BackendError("backend 'cupy' was requested but CUDA reports 0 devices")
+    _cupy = cupy
+    return cupy
+
+
+def get(name: str):
+    """Return the array module called ``name`` ("numpy" or "cupy")."""
+    if name == "numpy":
+        return np
+    if name == "cupy":
+        return _import_cupy()
+    raise ValueError(f"unknown backend {name!r}: expected one of {BACKENDS}")
+
+
+def _is_cupy_array(a) -> bool:
+    return type(a).__module__.split(".")[0] == "cupy"
+
+
+def xp_of(*arrays):
+    """The array module of the given arrays (cupy if any is a CuPy array, else numpy).
+
+    ``None`` entries and Python scalars are ignored.
+    """
+    for a in arrays:
+        if _is_cupy_array(a):
+            return _import_cupy()
+    return np
+
+
+def name_of(a) -> str:
+    """"cupy" for a CuPy array, "numpy" otherwise."""
+    return "cupy" if _is_cupy_array(a) else "numpy"
+
+
+def is_array(a) -> bool:
+    return isinstance(a, np.ndarray) or _is_cupy_array(a)
+
+
+def is_floating(a) -> bool:
+    return is_array(a) and np.dtype(a.dtype).kind == "f"
+
+
+def to_device(a, name: str):
+    """Move array ``a`` to backend ``name`` (a no-op when it is already there)."""
+    xp = get(name)
+    if name == "numpy":
+        return to_numpy(a)
+    return xp.asarray(a)
+
+
+def to_numpy(a):
+    """A NumPy copy/view of ``a`` whichever backend holds it."""
+    if _is_cupy_array(a):
+        return a.get()
+    return np.asarray(a)
+
+
+def synchronize(a=None) -> None:
+    """Wait for the device (no-op on NumPy). Call only when logging or timing."""
+    if _cupy is not None and (a is None or _is_cupy_array(a)):
+        _cupy.cuda.Stream.null.synchronize()
+
+
+def pad(x, ph: int, pw: int, value: float = 0.0):
+    """Pad the last two axes of an NCHW array by ``ph`` rows and ``pw`` columns each side."""
+    if ph == 0 and pw == 0:
+        return x
+    xp = xp_of(x)
+    out = xp.full(x.shape[:-2] + (x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw), value, dtype=x.dtype)
+    out[..., ph:ph + x.shape[-2], pw:pw + x.shape[-1]] = x
+    return out
+
+
+def scatter_add(target, indices, values) -> None:
+    """``target[indices] += values`` with duplicate indices summed (in place).
+
+    Plain ``a[idx] += v`` drops duplicates on NumPy and is undefined on CuPy.
+    """
+    if _is_cupy_array(target):  # pragma: no cover - GPU only
+        import cupyx  # noqa: WPS433
+        cupyx.scatter_add(target, indices, values)
+    else:
+        np.add.at(target, indices, values)
+
+
+def default_rng(seed=None):
+    """A NumPy random Generator (host side) for initialisation and data order."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)

@@ -1,0 +1,19 @@
+"""Pure forward/backward pairs: ``y, cache = op_forward(...)``; ``grads = op_backward(dy, cache)``.
+
+Each family lives in one file with its forward and backward side by side; the
+derivations are in ``docs/math/``.
+"""
+from .activations import relu_forward, relu_backward, sigmoid, sigmoid_forward, sigmoid_backward
+from .attention import (
+    f1_mixed_forward, f1_mixed_backward, f2_channel_forward, f2_channel_backward,
+    f3_spatial_forward, f3_spatial_backward, mask_activation_forward, mask_activation_backward,
+    attention_residual_forward, attention_residual_backward, MASK_ACTIVATIONS, LEARNING_RULES,
+)
+from .batchnorm import batchnorm2d_forward, batchnorm2d_backward
+from .conv import conv2d_forward, conv2d_backward, conv_output_size
+from .linear import linear_forward, linear_backward
+from .loss import softmax_cross_entropy, log_softmax
+from .pool import maxpool2d_forward, maxpool2d_backward, global_avgpool_forward, global_avgpool_backward
+from .upsample import bilinear_forward, bilinear_backward, interpolation_matrix
+
+__all__ = [n for n in dir() if not n.startswith("_")]

@@ -1,0 +1,43 @@
+"""Elementwise activations: ReLU and a sigmoid that is finite and accurate for any |x|.
+
+Derivation: docs/math/activations.md
+"""
+from __future__ import annotations
+
+from .. import backend
+from ._checks import check_array
+
+
+def relu_forward(x):
+    """y = max(x, 0). x: any shape. The cache is the mask x > 0."""
+    check_array("relu input x", x)
+    mask = x > 0
+    return x * mask, mask
+
+
+def relu_backward(dy, cache):
+    """dx = dy * [x > 0] (the subgradient at 0 is taken as 0)."""
+    return dy * cache
+
+
+def sigmoid(x):
+    """1 / (1 + exp(-x)) computed as exp(-|x|) based branches, so neither side overflows.
+
+    For x >= 0: 1 / (1 + e), for x < 0: e / (1 + e), with e = exp(-|x|) <= 1.
+    """
+    xp = backend.xp_of(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0, e) / (1.0 + e)
+
+
+def sigmoid_forward(x):
+    """y = sigmoid(x), any shape; the cache is y."""
+    check_array("sigmoid input x", x)
+    y = sigmoid(x)
+    return y, y
+
+
+def sigmoid_backward(dy, cache):
+    """dx = dy * y (1 - y)."""
+    y = cache
+    return dy * y * (1.0 - y)

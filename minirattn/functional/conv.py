@@ -1,0 +1,131 @@
+"""2-D convolution (cross-correlation, as every framework), forward and backward.
+
+Derivation: docs/math/conv.md
+
+The k x k case uses the portable slice-loop im2col (one strided slice copy per
+kernel offset, no fancy indexing, no ``as_strided``), contracted with a matrix
+product; col2im is the same loop with ``+=``. A 1x1 convolution with no padding
+needs no im2col at all: it is one matrix product over channels.
+
+The im2col buffer is never larger than :data:`MAX_COL_BYTES`: larger batches are
+processed in chunks, and backward recomputes the columns instead of keeping them.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ._checks import check_array, check_same_dtype, pair
+
+#: Upper bound in bytes of one im2col buffer; the batch is chunked to stay below it.
+MAX_COL_BYTES = 64 * 2**20
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """floor((size + 2 padding - kernel) / stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _im2col(xp_, kh, kw, sh, sw, Ho, Wo):
+    """(n, C, Hp, Wp) padded input -> (n, C*kh*kw, Ho*Wo) columns."""
+    xp = backend.xp_of(xp_)
+    n, C = xp_.shape[:2]
+    cols = xp.empty((n, C, kh, kw, Ho, Wo), dtype=xp_.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp_[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
+    return cols.reshape(n, C * kh * kw, Ho * Wo)
+
+
+def _col2im(dcols, out, kh, kw, sh, sw, Ho, Wo):
+    """Adjoint of _im2col: add (n, C*kh*kw, Ho*Wo) columns into padded ``out`` (n, C, Hp, Wp)."""
+    n, C = out.shape[:2]
+    dc = dcols.reshape(n, C, kh, kw, Ho, Wo)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw] += dc[:, :, i, j]
+    return out
+
+
+def _chunks(N, bytes_per_sample):
+    step = max(1, int(MAX_COL_BYTES // max(1, bytes_per_sample)))
+    return [(s, min(N, s + step)) for s in range(0, N, step)]
+
+
+def _validate(x, w, b, stride, padding):
+    check_array("conv2d input x", x, ndim=4)
+    check_array("conv2d weight w", w, ndim=4)
+    if b is not None:
+        check_array("conv2d bias b", b, ndim=1)
+    check_same_dtype(x=x, w=w, b=b)
+    sh, sw = pair("stride", stride, 1)
+    ph, pw = pair("padding", padding, 0)
+    N, C, H, W = x.shape
+    F, Cw, kh, kw = w.shape
+    if C != Cw:
+        raise ValueError(f"conv2d: input has {C} channels but the weight expects {Cw} (weight shape {tuple(w.shape)})")
+    if b is not None and b.shape[0] != F:
+        raise ValueError(f"conv2d: bias has {b.shape[0]} entries, expected {F} (one per output channel)")
+    if kh > H + 2 * ph or kw > W + 2 * pw:
+        raise ValueError(
+            f"conv2d: kernel {kh}x{kw} is larger than the padded input {H + 2 * ph}x{W + 2 * pw}")
+    return (sh, sw), (ph, pw)
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0):
+    """y[n,f] = sum_c w[f,c] (*) x[n,c] + b[f].
+
+    x: (N, C, H, W); w: (F, C, kh, kw); b: (F,) or None.
+    Returns y: (N, F, Ho, Wo) with Ho = floor((H + 2 ph - kh) / sh) + 1, and the cache.
+    """
+    (sh, sw), (ph, pw) = _validate(x, w, b, stride, padding)
+    xp = backend.xp_of(x, w)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
+    w2 = w.reshape(F, C * kh * kw)
+    if kh == kw == 1 and ph == pw == 0:
+        xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
+        y = xp.matmul(w2, xs.reshape(N, C, Ho * Wo)).reshape(N, F, Ho, Wo)
+    else:
+        xpad = backend.pad(x, ph, pw)
+        y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
+        for s, e in _chunks(N, C * kh * kw * Ho * Wo * x.dtype.itemsize):
+            cols = _im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)
+            y[s:e] = xp.matmul(w2, cols).reshape(e - s, F, Ho, Wo)
+    if b is not None:
+        y += b.reshape(1, F, 1, 1)
+    cache = (x, w, b is not None, (sh, sw), (ph, pw))
+    return y, cache
+
+
+def conv2d_backward(dy, cache):
+    """Returns (dx, dw, db); db is None when the forward had no bias.
+
+    dx = col2im(w^T dy), dw = sum_n dy_n cols_n^T, db = sum over n, h, w of dy.
+    """
+    x, w, has_bias, (sh, sw), (ph, pw) = cache
+    xp = backend.xp_of(x, w)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    w2 = w.reshape(F, C * kh * kw)
+    dy3 = dy.reshape(N, F, Ho * Wo)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    if kh == kw == 1 and ph == pw == 0:
+        xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
+        dw2 = xp.tensordot(dy3, xs.reshape(N, C, Ho * Wo), axes=([0, 2], [0, 2]))
+        dxs = xp.matmul(w2.T, dy3).reshape(N, C, Ho, Wo)
+        if (sh, sw) == (1, 1):
+            dx = dxs
+        else:
+            dx = xp.zeros_like(x)
+            dx[:, :, ::sh, ::sw] = dxs
+        return dx, dw2.reshape(w.shape), db
+    xpad = backend.pad(x, ph, pw)
+    dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
+    dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+    for s, e in _chunks(N, C * kh * kw * Ho * Wo * x.dtype.itemsize):
+        cols = _im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)
+        dw2 += xp.tensordot(dy3[s:e], cols, axes=([0, 2], [0, 2]))
+        _col2im(xp.matmul(w2.T, dy3[s:e]), dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
+    dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
+    return dx, dw2.reshape(w.shape), db

@@ -1,0 +1,241 @@
+"""Stateful layers: thin Modules over the pure ops in ``minirattn.functional``.
+
+Each forward keeps the op's cache; each backward returns dL/dx and adds the
+parameter gradients into ``self.grads`` (accumulation, as the contract says).
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from .. import functional as F
+from ..functional._checks import check_positive_int, pair
+from .module import Module
+
+
+def _he_normal(rng, shape, fan_in, dtype):
+    """He (MSRA) initialisation: N(0, 2 / fan_in)."""
+    return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+class Conv2d(Module):
+    """2-D convolution. Weight (out_ch, in_ch, k, k), He-initialised; bias optional (zeros)."""
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, bias=True, *, rng=None,
+                 dtype="float32"):
+        super().__init__()
+        kh, kw = pair("kernel_size", kernel_size)
+        check_positive_int("in_ch", in_ch)
+        check_positive_int("out_ch", out_ch)
+        self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, (kh, kw)
+        self.stride, self.padding = stride, padding
+        pair("stride", stride, 1)
+        pair("padding", padding, 0)
+        rng = backend.default_rng(rng)
+        self.params["weight"] = _he_normal(rng, (out_ch, in_ch, kh, kw), in_ch * kh * kw, dtype)
+        if bias:
+            self.params["bias"] = backend.numpy.zeros(out_ch, dtype=dtype)
+        self._init_grads()
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                          self.stride, self.padding)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = F.conv2d_backward(dy, self._need_cache(self._cache))
+        self._accumulate("weight", dw)
+        if db is not None:
+            self._accumulate("bias", db)
+        return dx
+
+    def extra_repr(self):
+        return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, bias={'bias' in self.params}")
+
+
+class Linear(Module):
+    """Fully connected: weight (out, in) ~ U(-1/sqrt(in), 1/sqrt(in)) as PyTorch; bias zeros."""
+
+    def __init__(self, in_features, out_features, bias=True, *, rng=None, dtype="float32"):
+        super().__init__()
+        check_positive_int("in_features", in_features)
+        check_positive_int("out_features", out_features)
+        rng = backend.default_rng(rng)
+        bound = 1.0 / math.sqrt(in_features)
+        self.params["weight"] = rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype)
+        if bias:
+            self.params["bias"] = backend.numpy.zeros(out_features, dtype=dtype)
+        self.in_features, self.out_features = in_features, out_features
+        self._init_grads()
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.linear_forward(x, self.params["weight"], self.params.get("bias"))
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = F.linear_backward(dy, self._need_cache(self._cache))
+        self._accumulate("weight", dw)
+        if db is not None:
+            self._accumulate("bias", db)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}"
+
+
+class BatchNorm2d(Module):
+    """Batch norm over (N, H, W) per channel; gamma=1, beta=0; running mean 0, var 1.
+
+    Training mode normalises with the batch statistics and updates the running ones
+    (momentum 0.1, unbiased variance); eval mode uses the running statistics.
+    """
+
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, *, dtype="float32"):
+        super().__init__()
+        check_positive_int("num_features", num_features)
+        np = backend.numpy
+        self.num_features, self.momentum, self.eps = num_features, momentum, eps
+        self.params["weight"] = np.ones(num_features, dtype=dtype)
+        self.params["bias"] = np.zeros(num_features, dtype=dtype)
+        self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
+        self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
+        self._init_grads()
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache, rm, rv = F.batchnorm2d_forward(
+            x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
+            self.buffers["running_var"], training=self.training, momentum=self.momentum, eps=self.eps)
+        self.buffers["running_mean"], self.buffers["running_var"] = rm, rv
+        return y
+
+    def backward(self, dy):
+        dx, dgamma, dbeta = F.batchnorm2d_backward(dy, self._need_cache(self._cache))
+        self._accumulate("weight", dgamma)
+        self._accumulate("bias", dbeta)
+        return dx
+
+    def extra_repr(self):
+        return f"{self.num_features}"
+
+
+class ReLU(Module):
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.relu_forward(x)
+        return y
+
+    def backward(self, dy):
+        return F.relu_backward(dy, self._need_cache(self._cache))
+
+
+class Sigmoid(Module):
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.sigmoid_forward(x)
+        return y
+
+    def backward(self, dy):
+        return F.sigmoid_backward(dy, self._need_cache(self._cache))
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size=3, stride=2, padding=1):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    def backward(self, dy):
+        return F.maxpool2d_backward(dy, self._need_cache(self._cache))
+
+    def extra_repr(self):
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class GlobalAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C)."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.global_avgpool_forward(x)
+        return y
+
+    def backward(self, dy):
+        return F.global_avgpool_backward(dy, self._need_cache(self._cache))
+
+
+class UpsampleBilinear(Module):
+    """Bilinear upsampling (align_corners=True) to the ``size`` given at call time."""
+
+    def __init__(self):
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x, size):
+        y, self._cache = F.bilinear_forward(x, size)
+        return y
+
+    def backward(self, dy):
+        return F.bilinear_backward(dy, self._need_cache(self._cache))
+
+
+class MaskActivation(Module):
+    """The paper's mask activation: "mixed" (f1), "channel" (f2) or "spatial" (f3)."""
+
+    def __init__(self, attention="mixed"):
+        super().__init__()
+        if attention not in F.MASK_ACTIVATIONS:
+            raise ValueError(f"unknown attention {attention!r}: expected one of {F.MASK_ACTIVATIONS}")
+        self.attention = attention
+        self._cache = None
+
+    def forward(self, x):
+        y, self._cache = F.mask_activation_forward(x, self.attention)
+        return y
+
+    def backward(self, dy):
+        return F.mask_activation_backward(dy, self._need_cache(self._cache))
+
+    def extra_repr(self):
+        return repr(self.attention)
+
+
+class Sequential(Module):
+    """Children applied in order; backward runs them in reverse."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        for i, m in enumerate(modules):
+            self.add_module(str(i), m)
+
+    def __len__(self):
+        return len(self._children)
+
+    def __getitem__(self, i):
+        return list(self._children.values())[i]
+
+    def forward(self, x):
+        for m in self._children.values():
+            x = m(x)
+        return x
+
+    def backward(self, dy):
+        for m in reversed(list(self._children.values())):
+            dy = m.backward(dy)
+        return dy

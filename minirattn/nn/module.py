@@ -1,0 +1,181 @@
+"""The Module base class: parameters, gradients, buffers, children, and their bookkeeping.
+
+Contract (DESIGN.md):
+    y = m(x)              # forward; caches what backward needs
+    dx = m.backward(dy)   # returns dL/dx and ACCUMULATES into m.grads
+    m.params / m.grads    # this module's own tensors, name -> array
+    m.named_parameters()  # (dotted_name, param, grad) over the whole tree
+    m.zero_grad(); m.train(); m.eval()
+    m.state_dict() / m.load_state_dict(d)   # PyTorch-style dotted keys
+    m.to("cupy") / m.to("numpy") / m.to(dtype="float64")
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .. import backend
+
+
+class Module:
+    """Base class. Subclasses fill ``self.params`` (and ``self.buffers``) in ``__init__``
+    and implement ``forward`` and ``backward``; child modules assigned as attributes
+    are registered automatically, in assignment order."""
+
+    def __init__(self):
+        object.__setattr__(self, "_children", OrderedDict())
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.buffers: dict = {}
+        self.training = True
+
+    def __setattr__(self, name, value):
+        if isinstance(value, Module):
+            self._children[name] = value
+        object.__setattr__(self, name, value)
+
+    # -- the tree -------------------------------------------------------------
+    def add_module(self, name: str, module: "Module") -> "Module":
+        setattr(self, name, module)
+        return module
+
+    def children(self):
+        return iter(self._children.values())
+
+    def named_modules(self, prefix: str = ""):
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (m for _, m in self.named_modules())
+
+    def named_parameters(self):
+        """Yield (dotted_name, param, grad) for every parameter of the tree."""
+        for prefix, m in self.named_modules():
+            for k, p in m.params.items():
+                yield (f"{prefix}.{k}" if prefix else k), p, m.grads[k]
+
+    def parameters(self):
+        return [p for _, p, _ in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(int(p.size) for _, p, _ in self.named_parameters())
+
+    # -- parameters and gradients ---------------------------------------------
+    def _init_grads(self):
+        for k, p in self.params.items():
+            xp = backend.xp_of(p)
+            self.grads[k] = xp.zeros_like(p)
+
+    def _accumulate(self, name: str, g) -> None:
+        self.grads[name] += g
+
+    def zero_grad(self):
+        for m in self.modules():
+            for g in m.grads.values():
+                g[...] = 0
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # -- forward/backward ------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dy):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _need_cache(self, cache):
+        if cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward was called before forward")
+        return cache
+
+    # -- state -----------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, object]":
+        """Dotted names -> arrays (parameters and buffers such as running_mean)."""
+        out = OrderedDict()
+        for prefix, m in self.named_modules():
+            for k, v in list(m.params.items()) + list(m.buffers.items()):
+                out[f"{prefix}.{k}" if prefix else k] = v
+        return out
+
+    def load_state_dict(self, state, strict: bool = True):
+        """Copy arrays from ``state`` into this tree (to its backend and dtype).
+
+        Keys are PyTorch-style dotted names; ``*.num_batches_tracked`` (PyTorch's
+        batch-norm counter, which we do not keep) is ignored. With ``strict`` every
+        key must match and every shape must agree.
+        """
+        own = self.state_dict()
+        incoming = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        missing = [k for k in own if k not in incoming]
+        unexpected = [k for k in incoming if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"load_state_dict: missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                           f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+        for prefix, m in self.named_modules():
+            for store in (m.params, m.buffers):
+                for k in store:
+                    key = f"{prefix}.{k}" if prefix else k
+                    if key not in incoming:
+                        continue
+                    v = incoming[key]
+                    if not backend.is_array(v):  # e.g. a torch tensor or a list
+                        v = backend.numpy.asarray(v)
+                    v = backend.to_device(v, backend.name_of(store[k]))
+                    if tuple(v.shape) != tuple(store[k].shape):
+                        raise ValueError(f"load_state_dict: {key} has shape {tuple(v.shape)}, "
+                                         f"expected {tuple(store[k].shape)}")
+                    store[k][...] = v.astype(store[k].dtype, copy=False)
+        return self
+
+    def to(self, backend_name: str | None = None, *, dtype=None):
+        """Move every parameter, gradient and buffer to ``backend_name`` and/or cast to ``dtype``."""
+        if backend_name is not None:
+            backend.get(backend_name)  # clear error if unavailable
+        for m in self.modules():
+            for store in (m.params, m.grads, m.buffers):
+                for k, v in store.items():
+                    if backend_name is not None:
+                        v = backend.to_device(v, backend_name)
+                    if dtype is not None:
+                        v = v.astype(dtype)
+                    store[k] = v
+            m._on_move()
+        return self
+
+    def _on_move(self):
+        """Hook for modules that hold derived arrays; drops stale caches."""
+        for attr in list(vars(self)):
+            if attr.startswith("_cache"):
+                object.__setattr__(self, attr, None)
+
+    @property
+    def backend(self) -> str:
+        for _, p, _ in self.named_parameters():
+            return backend.name_of(p)
+        return "numpy"
+
+    @property
+    def dtype(self):
+        for _, p, _ in self.named_parameters():
+            return p.dtype
+        return None
+
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._children.items():
+            sub = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {sub}")
+        return "\n".join(lines) + ("\n)" if len(lines) > 1 else ")")

@@ -1,0 +1,81 @@
+"""Value generators that keep off kinks, and the naive loop oracles (CS231n's *_naive)."""
+import numpy as np
+
+
+def away_from_zero(rng, shape, low=0.1):
+    """Values with |x| >= low and random signs (no ReLU kinks, no zero norms)."""
+    mag = rng.uniform(low, 2.0, size=shape)
+    return mag * rng.choice([-1.0, 1.0], size=shape)
+
+
+def shuffled_linspace(rng, shape, gap=1e-2):
+    """Distinct values, well separated (>= gap apart), shuffled: no max-pool ties."""
+    n = int(np.prod(shape))
+    v = np.arange(n, dtype=np.float64) * gap - n * gap / 2
+    rng.shuffle(v)
+    return v.reshape(shape)
+
+
+def noncontiguous(a):
+    """The same values in a non-contiguous view (every other element of a bigger buffer)."""
+    b = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), dtype=a.dtype)
+    b[..., ::2] = a
+    return b[..., ::2]
+
+
+def conv2d_naive(x, w, b, stride, padding):
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    Ho = (H + 2 * padding - kh) // stride + 1
+    Wo = (W + 2 * padding - kw) // stride + 1
+    y = np.zeros((N, F, Ho, Wo))
+    for n in range(N):
+        for f in range(F):
+            for i in range(Ho):
+                for j in range(Wo):
+                    win = xp[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+                    y[n, f, i, j] = (win * w[f]).sum() + (b[f] if b is not None else 0.0)
+    return y
+
+
+def maxpool_naive(x, k, s, p):
+    N, C, H, W = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
+    Ho, Wo = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    y = np.zeros((N, C, Ho, Wo))
+    for n in range(N):
+        for c in range(C):
+            for i in range(Ho):
+                for j in range(Wo):
+                    y[n, c, i, j] = xp[n, c, i * s:i * s + k, j * s:j * s + k].max()
+    return y
+
+
+def bilinear_naive(x, Ho, Wo):
+    """align_corners=True, written pixel by pixel from the definition."""
+    N, C, H, W = x.shape
+    y = np.zeros((N, C, Ho, Wo))
+    for i in range(Ho):
+        sy = 0.0 if Ho == 1 else i * (H - 1) / (Ho - 1)
+        y0 = min(int(np.floor(sy)), max(H - 2, 0))
+        y1 = min(y0 + 1, H - 1)
+        fy = sy - y0
+        for j in range(Wo):
+            sx = 0.0 if Wo == 1 else j * (W - 1) / (Wo - 1)
+            x0 = min(int(np.floor(sx)), max(W - 2, 0))
+            x1 = min(x0 + 1, W - 1)
+            fx = sx - x0
+            y[:, :, i, j] = ((1 - fy) * (1 - fx) * x[:, :, y0, x0] + (1 - fy) * fx * x[:, :, y0, x1]
+                             + fy * (1 - fx) * x[:, :, y1, x0] + fy * fx * x[:, :, y1, x1])
+    return y
+
+
+def adjoint_gap(forward, x, y_like, rng):
+    """|<A x, u> - <x, A^T u>| / scale for a linear op given as (forward, backward) on x."""
+    fwd, bwd = forward
+    ax, cache = fwd(x)
+    u = rng.standard_normal(ax.shape)
+    atu = bwd(u, cache)
+    lhs, rhs = float((ax * u).sum()), float((x * atu).sum())
+    return abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300)

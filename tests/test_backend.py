@@ -1,0 +1,63 @@
+"""The backend: the only numpy/cupy importer, clear errors when CuPy is missing."""
+import ast
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minirattn import backend
+
+PKG = pathlib.Path(__file__).resolve().parents[1] / "minirattn"
+
+
+def test_only_backend_imports_numpy_or_cupy():
+    offenders = []
+    for path in PKG.rglob("*.py"):
+        if path.name == "backend.py" and path.parent == PKG:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            offenders += [f"{path.relative_to(PKG)}: {n}" for n in names
+                          if n.split(".")[0] in ("numpy", "cupy", "cupyx")]
+    assert offenders == [], f"only minirattn/backend.py may import numpy/cupy: {offenders}"
+
+
+def test_import_minirattn_never_touches_cuda():
+    code = "import sys, minirattn; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_get_and_xp_of():
+    assert backend.get("numpy") is np
+    assert backend.xp_of(np.zeros(2), None, 3.0) is np
+    with pytest.raises(ValueError, match="unknown backend 'torch'"):
+        backend.get("torch")
+
+
+def test_cupy_request_without_cupy_or_gpu_is_a_clear_error():
+    try:
+        import cupy  # noqa: F401
+        has_device = cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        has_device = False
+    if has_device:
+        pytest.skip("a GPU is present: the error path cannot be reached here")
+    with pytest.raises(backend.BackendError, match="CuPy is not installed|no CUDA device"):
+        backend.get("cupy")
+
+
+def test_pad_and_scatter_add():
+    x = np.arange(4.0).reshape(1, 1, 2, 2)
+    p = backend.pad(x, 1, 2, value=-1.0)
+    assert p.shape == (1, 1, 4, 6) and p[0, 0, 0, 0] == -1 and p[0, 0, 1, 2] == 0.0
+    t = np.zeros(3)
+    backend.scatter_add(t, np.array([0, 0, 2]), np.array([1.0, 2.0, 5.0]))   # duplicates summed
+    np.testing.assert_array_equal(t, [3.0, 0.0, 5.0])
+    assert backend.to_device(x, "numpy") is not None and backend.to_numpy(x) is x

@@ -1,0 +1,87 @@
+"""batch norm 2d: statistics conventions, running averages, both modes' gradients, errors."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from minirattn import functional as F, gradcheck
+
+
+@st.composite
+def bn_case(draw):
+    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    H, W = draw(st.integers(1, 4)), draw(st.integers(2, 4))
+    momentum = draw(st.sampled_from([0.0, 0.1, 0.5, 1.0]))
+    return N, C, H, W, momentum, draw(st.integers(0, 2**31 - 1))
+
+
+def make(case):
+    N, C, H, W, momentum, seed = case
+    rng = np.random.default_rng(seed)
+    # non-degenerate variance: a per-channel scale in [0.5, 2] and offset
+    x = rng.standard_normal((N, C, H, W)) * rng.uniform(0.5, 2, (1, C, 1, 1)) + rng.uniform(-1, 1, (1, C, 1, 1))
+    gamma, beta = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    rm, rv = rng.standard_normal(C), rng.uniform(0.5, 2, C)
+    return x, gamma, beta, rm, rv, momentum
+
+
+@given(bn_case())
+def test_training_forward_conventions(case):
+    x, g, b, rm, rv, mom = make(case)
+    args = [a.copy() for a in (x, g, b, rm, rv)]
+    y, _, nm, nv = F.batchnorm2d_forward(x, g, b, rm, rv, training=True, momentum=mom)
+    mu, var = x.mean((0, 2, 3)), x.var((0, 2, 3))                  # biased to normalise
+    M = x.shape[0] * x.shape[2] * x.shape[3]
+    ref = (x - mu[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * g[:, None, None] + b[:, None, None]
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(nm, (1 - mom) * rm + mom * mu, rtol=1e-12)
+    np.testing.assert_allclose(nv, (1 - mom) * rv + mom * var * M / (M - 1), rtol=1e-12)  # unbiased
+    for a, a0 in zip((x, g, b, rm, rv), args):
+        np.testing.assert_array_equal(a, a0)                         # pure: nothing mutated
+
+
+@given(bn_case())
+def test_eval_forward_uses_running_stats(case):
+    x, g, b, rm, rv, _ = make(case)
+    y, _, nm, nv = F.batchnorm2d_forward(x, g, b, rm, rv, training=False)
+    ref = (x - rm[:, None, None]) / np.sqrt(rv[:, None, None] + 1e-5) * g[:, None, None] + b[:, None, None]
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
+    assert nm is rm and nv is rv
+
+
+@pytest.mark.parametrize("training", [True, False])
+@given(case=bn_case())
+def test_backward_matches_finite_differences(training, case):
+    x, g, b, rm, rv, mom = make(case)
+    fwd = lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv, training=training, momentum=mom)[:2]
+    gradcheck(fwd, [x, g, b], F.batchnorm2d_backward, tol=1e-6)
+
+
+def test_all_ones_upstream_gives_zero_input_gradient_so_we_never_test_with_it():
+    """Why random upstream gradients: with dy = 1 the exact dx is 0 in training mode."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 2, 2))
+    y, c, _, _ = F.batchnorm2d_forward(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3))
+    dx = F.batchnorm2d_backward(np.ones_like(y), c)[0]
+    assert np.abs(dx).max() < 1e-12
+
+
+def test_float32_stays_float32():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    c3 = np.ones(3, np.float32)
+    y, c, rm, rv = F.batchnorm2d_forward(x, c3, 0 * c3, 0 * c3, c3)
+    assert y.dtype == rm.dtype == rv.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in F.batchnorm2d_backward(y, c))
+
+
+def test_bad_input_errors():
+    c3 = np.ones(3)
+    with pytest.raises(ValueError, match="4-D"):
+        F.batchnorm2d_forward(np.zeros((2, 3)), c3, c3, c3, c3)
+    with pytest.raises(ValueError, match="gamma has 3 entries but the input has 4 channels"):
+        F.batchnorm2d_forward(np.zeros((2, 4, 2, 2)), c3, c3, c3, c3)
+    with pytest.raises(ValueError, match="more than one value per channel"):
+        F.batchnorm2d_forward(np.zeros((1, 3, 1, 1)), c3, c3, c3, c3)
+    with pytest.raises(TypeError, match="floating-point"):
+        F.batchnorm2d_forward(np.zeros((2, 3, 2, 2), dtype=int), c3, c3, c3, c3)
+    with pytest.raises(ValueError, match="momentum"):
+        F.batchnorm2d_forward(np.ones((2, 3, 2, 2)), c3, c3, c3, c3, momentum=1.5)

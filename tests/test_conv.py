@@ -1,0 +1,117 @@
+"""conv2d: forward against the naive loop, backward against finite differences, adjoint, errors."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from minirattn import functional as F, gradcheck
+from minirattn.functional import conv as conv_mod
+from helpers import conv2d_naive, noncontiguous
+
+
+@st.composite
+def conv_case(draw):
+    k = draw(st.sampled_from([1, 2, 3, 5]))
+    stride = draw(st.integers(1, 3))
+    padding = draw(st.integers(0, k // 2 + 1))
+    H = draw(st.integers(max(1, k - 2 * padding), 7))
+    W = draw(st.integers(max(1, k - 2 * padding), 7))
+    N, C, Fo = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    bias = draw(st.booleans())
+    seed = draw(st.integers(0, 2**31 - 1))
+    return N, C, Fo, H, W, k, stride, padding, bias, seed
+
+
+def make(case):
+    N, C, Fo, H, W, k, stride, padding, bias, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((Fo, C, k, k))
+    b = rng.standard_normal(Fo) if bias else None
+    return x, w, b, stride, padding
+
+
+@given(conv_case())
+def test_forward_matches_naive_loops(case):
+    x, w, b, s, p = make(case)
+    y, _ = F.conv2d_forward(x, w, b, s, p)
+    np.testing.assert_allclose(y, conv2d_naive(x, w, b, s, p), rtol=1e-10, atol=1e-10)
+
+
+@given(conv_case())
+def test_backward_matches_finite_differences(case):
+    x, w, b, s, p = make(case)
+    inputs = [x, w] + ([b] if b is not None else [])
+    fwd = lambda x, w, b=None: F.conv2d_forward(x, w, b, s, p)
+    bwd = lambda dy, c: F.conv2d_backward(dy, c)[:len(inputs)]
+    gradcheck(fwd, inputs, bwd, tol=1e-6)
+
+
+@given(conv_case())
+def test_adjoint_identity_in_x(case):
+    """<conv(x), u> = <x, conv^T(u)> exactly (up to round-off), with no bias."""
+    x, w, _, s, p = make(case)
+    rng = np.random.default_rng(1)
+    y, cache = F.conv2d_forward(x, w, None, s, p)
+    u = rng.standard_normal(y.shape)
+    dx = F.conv2d_backward(u, cache)[0]
+    lhs, rhs = (y * u).sum(), (x * dx).sum()
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+
+
+def test_chunked_im2col_matches_unchunked(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    y_full, c = F.conv2d_forward(x, w, None, 1, 1)
+    g_full = F.conv2d_backward(y_full, c)
+    monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", 1)  # one sample per chunk
+    y_chunk, c = F.conv2d_forward(x, w, None, 1, 1)
+    g_chunk = F.conv2d_backward(y_full, c)
+    np.testing.assert_allclose(y_chunk, y_full, rtol=1e-12)
+    for a, b in zip(g_full[:2], g_chunk[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+@pytest.mark.parametrize("k,stride,padding", [(1, 1, 0), (1, 2, 0), (3, 2, 1), (1, 1, 1)])
+def test_inputs_not_mutated_and_noncontiguous_ok(k, stride, padding):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, k, k))
+    xn, wn = noncontiguous(x), noncontiguous(w)
+    x0, w0 = xn.copy(), wn.copy()
+    y, cache = F.conv2d_forward(xn, wn, None, stride, padding)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = F.conv2d_backward(dy, cache)
+    np.testing.assert_array_equal(xn, x0)
+    np.testing.assert_array_equal(wn, w0)
+    y2, cache2 = F.conv2d_forward(x, w, None, stride, padding)
+    np.testing.assert_allclose(y, y2, rtol=1e-12)
+    np.testing.assert_allclose(dx, F.conv2d_backward(dy, cache2)[0], rtol=1e-12)
+
+
+def test_float32_stays_float32():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y, c = F.conv2d_forward(x, w, np.zeros(4, np.float32), 1, 1)
+    assert y.dtype == np.float32
+    assert all(g.dtype == np.float32 for g in F.conv2d_backward(y, c))
+
+
+@pytest.mark.parametrize("x_shape,w_shape,kwargs,exc,words", [
+    ((3, 5, 5), (4, 3, 3, 3), {}, ValueError, "4-D"),
+    ((2, 3, 5, 5), (4, 2, 3, 3), {}, ValueError, "3 channels"),
+    ((2, 3, 2, 2), (4, 3, 5, 5), {}, ValueError, "larger than the padded input"),
+    ((2, 3, 5, 5), (4, 3, 3, 3), {"stride": 0}, ValueError, ">= 1"),
+    ((2, 3, 5, 5), (4, 3, 3, 3), {"padding": -1}, ValueError, ">= 0"),
+])
+def test_bad_input_errors(x_shape, w_shape, kwargs, exc, words):
+    with pytest.raises(exc, match=words):
+        F.conv2d_forward(np.zeros(x_shape), np.zeros(w_shape), None, **kwargs)
+
+
+def test_integer_and_mixed_dtypes_rejected():
+    with pytest.raises(TypeError, match="floating-point.*int64"):
+        F.conv2d_forward(np.zeros((1, 1, 3, 3), dtype=np.int64), np.zeros((1, 1, 1, 1)))
+    with pytest.raises(TypeError, match="float32.*float64|float64.*float32"):
+        F.conv2d_forward(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 1, 1)))
+    with pytest.raises(ValueError, match="bias has 2 entries, expected 1"):
+        F.conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)), np.zeros(2))

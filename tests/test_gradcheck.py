@@ -1,0 +1,55 @@
+"""The gradient checker itself: it must catch wrong backwards and say where."""
+import numpy as np
+import pytest
+
+from minirattn import GradcheckError, functional as F, gradcheck, nn
+
+
+def test_catches_a_wrong_backward_and_names_the_tensor():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    wrong = lambda dy, c: (2.1 * dy * c,)                     # d(x^2)/dx is 2x, not 2.1x
+    with pytest.raises(GradcheckError, match=r"FAILED.*inputs\[0\]"):
+        gradcheck(lambda x: (x * x, x), [x], wrong)
+
+
+def test_catches_batchnorm_without_its_variance_term():
+    """The pitfall STYLE.md names: a backward missing the variance term."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 2, 3, 3))
+    c2 = np.ones(2)
+
+    def incomplete(dy, cache):
+        xhat, gamma, inv_std, _ = cache
+        M = xhat.size // xhat.shape[1]
+        dx = (dy - dy.sum((0, 2, 3), keepdims=True) / M) * (gamma * inv_std)[:, None, None]
+        return dx, None, None
+    fwd = lambda x: F.batchnorm2d_forward(x, c2, 0 * c2, 0 * c2, c2)[:2]
+    with pytest.raises(GradcheckError):
+        gradcheck(fwd, [x], incomplete)
+    res = gradcheck(fwd, [x], lambda dy, c: F.batchnorm2d_backward(dy, c)[:1])
+    assert res.ok and res.worst_error < 1e-6
+
+
+def test_report_has_rows_and_location():
+    res = gradcheck(lambda x: (np.sin(x), x), [np.linspace(0, 1, 6).reshape(2, 3)],
+                    lambda dy, x: (dy * np.cos(x),))
+    assert res.ok
+    assert {r[1] for r in res.rows} >= {"direction 0", "elementwise"}
+    assert "passed" in str(res)
+
+
+def test_refuses_float32_and_missing_backward():
+    with pytest.raises(TypeError, match="float64"):
+        gradcheck(nn.ReLU(), [np.ones((2, 2), np.float32)])
+    with pytest.raises(TypeError, match="backward"):
+        gradcheck(lambda x: x, [np.ones(2)])
+
+
+def test_does_not_mutate_inputs_or_parameters():
+    m = nn.Conv2d(2, 2, 3, padding=1, rng=0, dtype="float64")
+    w0 = m.params["weight"].copy()
+    x = np.random.default_rng(0).standard_normal((1, 2, 3, 3))
+    x0 = x.copy()
+    gradcheck(m, [x])
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(m.params["weight"], w0)
