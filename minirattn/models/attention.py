@@ -1,0 +1,149 @@
+"""The attention module: trunk branch, soft mask branch, and their combination (paper Sec. 3).
+
+    a = pre(x)                  p residual units
+    T = trunk(a)                t residual units
+    M = mask(a)                 soft mask branch (bottom-up top-down) or local convolutions
+    H = (1 + M) * T             ARL (Eq. 3), or M * T for NAL
+    y = post(H)                 p residual units
+
+Soft mask branch with k max-pools (stage 1/2/3 of the CIFAR network: k = 3/2/1):
+going down, each max-pool is followed by r units (2r at the lowest resolution);
+coming up, each bilinear upsample to the next level's size is summed with that
+level's skip connection (one residual unit on the down-path feature) and followed
+by r units; the last upsample returns to the trunk's size and feeds
+BN-ReLU-1x1-BN-ReLU-1x1 and the mask activation f1/f2/f3.
+
+Every backward is the reverse of its forward, summing gradients where branches
+join. Derivation: docs/math/networks.md
+"""
+from __future__ import annotations
+
+from .. import functional as F
+from .. import nn
+from .units import ResidualUnit, stack
+
+MASKS = ("soft", "local")
+
+
+class MaskHead(nn.Module):
+    """BN-ReLU-conv1x1-BN-ReLU-conv1x1-activation, the end of every mask branch."""
+
+    def __init__(self, channels, attention="mixed", *, rng=None, dtype="float32"):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(),
+            nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
+            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(),
+            nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
+            nn.MaskActivation(attention))
+
+    def forward(self, x):
+        return self.body(x)
+
+    def backward(self, dm):
+        return self.body.backward(dm)
+
+
+class SoftMaskBranch(nn.Module):
+    """Bottom-up top-down mask with ``k`` max-pools: (N, C, H, W) -> M of the same shape."""
+
+    def __init__(self, channels, k, r=1, attention="mixed", *, rng=None, dtype="float32"):
+        super().__init__()
+        self.k, self.r = k, r
+        kw = dict(rng=rng, dtype=dtype)
+        for i in range(k):
+            self.add_module(f"pool{i}", nn.MaxPool2d(3, 2, 1))
+            self.add_module(f"down{i}", stack(2 * r if i == k - 1 else r, channels, **kw))
+        for i in range(k - 1):
+            self.add_module(f"skip{i}", ResidualUnit(channels, channels, **kw))
+            self.add_module(f"upsample{i}", nn.UpsampleBilinear())
+            self.add_module(f"up{i}", stack(r, channels, **kw))
+        self.upsample_out = nn.UpsampleBilinear()
+        self.head = MaskHead(channels, attention, **kw)
+
+    def _m(self, kind, i):
+        return getattr(self, f"{kind}{i}")
+
+    def forward(self, x):
+        feats, d = [], x
+        for i in range(self.k):                               # bottom-up: pool, then r units
+            d = self._m("down", i)(self._m("pool", i)(d))
+            feats.append(d)
+        u = feats[-1]
+        for i in reversed(range(self.k - 1)):                 # top-down: upsample + skip, then r units
+            u = self._m("upsample", i)(u, feats[i].shape[2:]) + self._m("skip", i)(feats[i])
+            u = self._m("up", i)(u)
+        return self.head(self.upsample_out(u, x.shape[2:]))
+
+    def backward(self, dm):
+        du = self.upsample_out.backward(self.head.backward(dm))
+        dfeat_skip = [None] * (self.k - 1)
+        for i in range(self.k - 1):                           # reverse of the top-down loop
+            du = self._m("up", i).backward(du)
+            dfeat_skip[i] = self._m("skip", i).backward(du)   # the sum fans the gradient out
+            du = self._m("upsample", i).backward(du)
+        g = du                                                # dL/dfeats[k-1]
+        for i in reversed(range(self.k)):                     # reverse of the bottom-up loop
+            if i < self.k - 1:
+                g = g + dfeat_skip[i]                         # feats[i] fed the skip and the next pool
+            g = self._m("pool", i).backward(self._m("down", i).backward(g))
+        return g
+
+    def extra_repr(self):
+        return f"k={self.k}, r={self.r}"
+
+
+class LocalMask(nn.Module):
+    """Table 4's "local convolutions" mask: residual units at full resolution, same head."""
+
+    def __init__(self, channels, n_units=3, attention="mixed", *, rng=None, dtype="float32"):
+        super().__init__()
+        self.units = stack(n_units, channels, rng=rng, dtype=dtype)
+        self.head = MaskHead(channels, attention, rng=rng, dtype=dtype)
+
+    def forward(self, x):
+        return self.head(self.units(x))
+
+    def backward(self, dm):
+        return self.units.backward(self.head.backward(dm))
+
+
+class AttentionModule(nn.Module):
+    """(N, C, H, W) -> (N, C, H, W). Keeps its last mask ``last_mask`` (M) and trunk output
+    ``last_trunk`` (T) for inspection."""
+
+    def __init__(self, channels, k, p=1, t=2, r=1, attention="mixed", learning="arl", mask="soft",
+                 *, rng=None, dtype="float32"):
+        super().__init__()
+        if learning not in F.LEARNING_RULES:
+            raise ValueError(f"unknown learning {learning!r}: expected one of {F.LEARNING_RULES}")
+        if attention not in F.MASK_ACTIVATIONS:
+            raise ValueError(f"unknown attention {attention!r}: expected one of {F.MASK_ACTIVATIONS}")
+        if mask not in MASKS:
+            raise ValueError(f"unknown mask {mask!r}: expected one of {MASKS}")
+        kw = dict(rng=rng, dtype=dtype)
+        self.learning, self.attention, self.mask_kind = learning, attention, mask
+        self.pre = stack(p, channels, **kw)
+        self.trunk = stack(t, channels, **kw)
+        self.mask = (SoftMaskBranch(channels, k, r, attention, **kw) if mask == "soft"
+                     else LocalMask(channels, 3, attention, **kw))
+        self.post = stack(p, channels, **kw)
+        self.last_mask = self.last_trunk = None
+        self._cache = None
+
+    def forward(self, x):
+        a = self.pre(x)
+        t = self.trunk(a)
+        m = self.mask(a)
+        h, self._cache = F.attention_residual_forward(t, m, self.learning)
+        self.last_mask, self.last_trunk = m, t
+        return self.post(h)
+
+    def backward(self, dy):
+        dh = self.post.backward(dy)
+        dt, dm = F.attention_residual_backward(dh, self._need_cache(self._cache))
+        da = self.trunk.backward(dt) + self.mask.backward(dm)   # a fed both branches
+        return self.pre.backward(da)
+
+    def extra_repr(self):
+        return f"learning={self.learning!r}, attention={self.attention!r}, mask={self.mask_kind!r}"

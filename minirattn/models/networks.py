@@ -1,0 +1,164 @@
+"""Networks built from one spec: the CIFAR and ImageNet Residual Attention Networks and ResNet.
+
+CIFAR layout (DESIGN.md, paper Sec. 4.1): 3x3 conv (16) -> residual unit (64) -> m attention
+modules at 32x32 -> residual unit (128, stride 2) -> m modules at 16x16 -> residual unit
+(256, stride 2) -> m modules at 8x8 -> 3 residual units (256) -> BN-ReLU-global average
+pool -> FC. Trunk depth 36m + 20.
+
+ImageNet layout (paper Table 2): 7x7 conv (64, stride 2)-BN-ReLU -> 3x3 max pool (stride 2) ->
+residual unit (256) -> stage 1 at 56x56 -> (512, /2) -> stage 2 at 28x28 -> (1024, /2) ->
+stage 3 at 14x14 -> 3 residual units (2048, the first /2) at 7x7 -> BN-ReLU-avg pool -> FC.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+
+from .. import backend
+from .. import functional as F
+from .. import nn
+from .attention import AttentionModule, MASKS
+from .units import ResidualUnit, stack
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Everything that distinguishes one network of the family from another."""
+    modules: tuple = (1, 1, 1)          # attention modules per stage
+    widths: tuple = (64, 128, 256)      # channels of each stage
+    pools: tuple = (3, 2, 1)            # max-pools k in each stage's soft mask branch
+    p: int = 1
+    t: int = 2
+    r: int = 1
+    units: tuple = (0, 0, 0)            # plain residual units per stage after the transition (ResNet)
+    stem: str = "cifar"                 # "cifar": 3x3 conv; "imagenet": 7x7/2 conv-BN-ReLU + max pool
+    stem_width: int = 16
+    final_width: int = 256
+    final_units: int = 3
+    final_stride: int = 1
+    input_size: int = 32
+    in_channels: int = 3
+
+    def replace(self, **kw) -> "NetworkSpec":
+        d = asdict(self)
+        d.update(kw)
+        return NetworkSpec(**d)
+
+
+def _int_at_least(name, v, lo):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
+
+
+def validate_spec(spec: NetworkSpec) -> None:
+    """Raise a clear ValueError before any array is allocated."""
+    n = len(spec.widths)
+    for name in ("modules", "pools", "units"):
+        if len(getattr(spec, name)) != n:
+            raise ValueError(f"spec.{name} has {len(getattr(spec, name))} entries but there are {n} stages (widths)")
+    for name in ("p", "t", "r"):
+        _int_at_least(f"spec.{name}", getattr(spec, name), 1)
+    for name in ("stem_width", "final_width", "input_size", "in_channels"):
+        _int_at_least(f"spec.{name}", getattr(spec, name), 1)
+    _int_at_least("spec.final_units", spec.final_units, 0)
+    for i, (m, k, u, w) in enumerate(zip(spec.modules, spec.pools, spec.units, spec.widths)):
+        _int_at_least(f"spec.modules[{i}]", m, 0)
+        _int_at_least(f"spec.units[{i}]", u, 0)
+        _int_at_least(f"spec.pools[{i}]", k, 1)
+        if w < 4 or w % 4:
+            raise ValueError(f"spec.widths[{i}]: expected a positive multiple of 4, got {w}")
+    if spec.stem not in ("cifar", "imagenet"):
+        raise ValueError(f"spec.stem: expected 'cifar' or 'imagenet', got {spec.stem!r}")
+    size = spec.input_size
+    if spec.stem == "imagenet":
+        if size % 4:
+            raise ValueError(f"input size {size} is not divisible by 4 as the ImageNet stem (conv /2, pool /2) needs")
+        size //= 4
+    for i, (m, k) in enumerate(zip(spec.modules, spec.pools)):
+        if i > 0:
+            if size % 2:
+                raise ValueError(f"stage {i + 1} halves an odd size {size} (input size {spec.input_size})")
+            size //= 2
+        if m and size % (2 ** k):
+            raise ValueError(
+                f"input size {spec.input_size} gives stage {i + 1} a {size}x{size} map, which its soft mask "
+                f"branch cannot halve {k} times exactly (needs a multiple of {2 ** k})")
+    if spec.final_stride == 2 and size % 2:
+        raise ValueError(f"the final stride 2 halves an odd size {size}")
+
+
+class ResidualAttentionNetwork(nn.Module):
+    """(N, in_channels, S, S) -> logits (N, num_classes). ``stage_outputs`` keeps each stage's
+    output of the last forward (for the feature response of the paper's Fig. 4)."""
+
+    def __init__(self, spec: NetworkSpec = NetworkSpec(), num_classes=10, attention="mixed",
+                 learning="arl", mask="soft", *, seed=0, dtype="float32", name="custom"):
+        super().__init__()
+        validate_spec(spec)
+        _int_at_least("num_classes", num_classes, 2)
+        if attention not in F.MASK_ACTIVATIONS:
+            raise ValueError(f"unknown attention {attention!r}: expected one of {F.MASK_ACTIVATIONS}")
+        if learning not in F.LEARNING_RULES:
+            raise ValueError(f"unknown learning {learning!r}: expected one of {F.LEARNING_RULES}")
+        if mask not in MASKS:
+            raise ValueError(f"unknown mask {mask!r}: expected one of {MASKS}")
+        self.spec, self.num_classes, self.name = spec, num_classes, name
+        self.config = dict(attention=attention, learning=learning, mask=mask)
+        rng = backend.default_rng(seed)
+        kw = dict(rng=rng, dtype=dtype)
+        if spec.stem == "cifar":
+            self.stem = nn.Sequential(nn.Conv2d(spec.in_channels, spec.stem_width, 3, padding=1, bias=False, **kw))
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=False, **kw),
+                nn.BatchNorm2d(spec.stem_width, dtype=dtype), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        ch = spec.stem_width
+        self.stages = []
+        for i, (w, m, k, u) in enumerate(zip(spec.widths, spec.modules, spec.pools, spec.units)):
+            blocks = [ResidualUnit(ch, w, stride=1 if i == 0 else 2, **kw)]
+            blocks += [ResidualUnit(w, w, **kw) for _ in range(u)]
+            blocks += [AttentionModule(w, k, spec.p, spec.t, spec.r, attention, learning, mask, **kw)
+                       for _ in range(m)]
+            stage = self.add_module(f"stage{i + 1}", nn.Sequential(*blocks))
+            self.stages.append(stage)
+            ch = w
+        final = []
+        for j in range(spec.final_units):
+            final.append(ResidualUnit(ch, spec.final_width, stride=spec.final_stride if j == 0 else 1, **kw))
+            ch = spec.final_width
+        self.final = nn.Sequential(*final)
+        self.bn, self.relu, self.pool = nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(), nn.GlobalAvgPool2d()
+        self.fc = nn.Linear(ch, num_classes, **kw)
+        self.stage_outputs = []
+
+    def _check_input(self, x):
+        s = self.spec
+        if not backend.is_array(x) or x.ndim != 4:
+            raise ValueError(f"{self.name}: expected an (N, {s.in_channels}, {s.input_size}, {s.input_size}) "
+                             f"array, got {getattr(x, 'shape', type(x).__name__)}")
+        if tuple(x.shape[1:]) != (s.in_channels, s.input_size, s.input_size):
+            raise ValueError(f"{self.name}: expected input of shape (N, {s.in_channels}, {s.input_size}, "
+                             f"{s.input_size}), got {tuple(x.shape)}")
+
+    def forward(self, x):
+        self._check_input(x)
+        h = self.stem(x)
+        self.stage_outputs = []
+        for stage in self.stages:
+            h = stage(h)
+            self.stage_outputs.append(h)
+        h = self.final(h)
+        return self.fc(self.pool(self.relu(self.bn(h))))
+
+    def backward(self, dlogits):
+        d = self.bn.backward(self.relu.backward(self.pool.backward(self.fc.backward(dlogits))))
+        d = self.final.backward(d)
+        for stage in reversed(self.stages):
+            d = stage.backward(d)
+        return self.stem.backward(d)
+
+    def attention_modules(self):
+        """(dotted_name, AttentionModule) pairs in forward order."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, AttentionModule)]
+
+    def extra_repr(self):
+        return f"{self.name!r}, num_classes={self.num_classes}, " + ", ".join(f"{k}={v!r}" for k, v in self.config.items())
