@@ -3,6 +3,7 @@ every forward and backward written by hand and proven by finite differences."""
 from . import backend, functional, nn
 from .gradcheck import gradcheck, GradcheckError, GradcheckResult
 from . import models
+from .train import train_cifar
 
 __version__ = "0.1.0"
-__all__ = ["backend", "functional", "nn", "models", "gradcheck", "GradcheckError", "GradcheckResult"]
+__all__ = ["backend", "functional", "nn", "models", "train_cifar", "gradcheck", "GradcheckError", "GradcheckResult"]

@@ -13,6 +13,21 @@ from .. import backend
 from ._checks import check_array, check_same_dtype
 
 
+def channel_sum(a):
+    """sum over N, H, W of an (N, C, H, W) array -> (C,), as a matrix-vector product
+    (about twice as fast as ``a.sum(axis=(0, 2, 3))`` on NumPy)."""
+    xp = backend.xp_of(a)
+    N, C = a.shape[:2]
+    return xp.matmul(a.reshape(N, C, -1), xp.ones(a[0, 0].size, dtype=a.dtype)).sum(axis=0)
+
+
+def channel_dot(a, b):
+    """sum over N, H, W of a * b -> (C,), without materialising the product."""
+    xp = backend.xp_of(a)
+    N, C = a.shape[:2]
+    return xp.einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
+
+
 def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True,
                         momentum=0.1, eps=1e-5):
     """y = gamma (x - mu) / sqrt(var + eps) + beta.
@@ -38,9 +53,9 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
     if training:
         if M < 2:
             raise ValueError(f"batchnorm in training mode needs more than one value per channel, got input shape {tuple(x.shape)}")
-        mu = x.mean(axis=(0, 2, 3))
+        mu = channel_sum(x) / M
         xc = x - mu.reshape(1, C, 1, 1)
-        var = (xc * xc).mean(axis=(0, 2, 3))
+        var = channel_dot(xc, xc) / M
         new_mean = (1 - momentum) * running_mean + momentum * mu.astype(running_mean.dtype)
         new_var = (1 - momentum) * running_var + momentum * (var * (M / (M - 1))).astype(running_var.dtype)
     else:
@@ -50,7 +65,8 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
     inv_std = 1.0 / xp.sqrt(var + eps)
     xhat = xc
     xhat *= inv_std.reshape(1, C, 1, 1)          # xc is ours: normalise in place
-    y = xhat * gamma.reshape(1, C, 1, 1) + beta.reshape(1, C, 1, 1)
+    y = xhat * gamma.reshape(1, C, 1, 1)
+    y += beta.reshape(1, C, 1, 1)
     cache = (xhat, gamma, inv_std, training)
     return y, cache, new_mean, new_var
 
@@ -64,8 +80,8 @@ def batchnorm2d_backward(dy, cache):
     xhat, gamma, inv_std, training = cache
     N, C, H, W = xhat.shape
     M = N * H * W
-    dbeta = dy.sum(axis=(0, 2, 3))
-    dgamma = (dy * xhat).sum(axis=(0, 2, 3))
+    dbeta = channel_sum(dy)
+    dgamma = channel_dot(dy, xhat)
     scale = (gamma * inv_std).reshape(1, C, 1, 1)
     if not training:
         return dy * scale, dgamma, dbeta

@@ -31,17 +31,14 @@ def maxpool2d_forward(x, kernel_size=3, stride=2, padding=1):
     xp = backend.xp_of(x)
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
     xpad = backend.pad(x, ph, pw, value=-float("inf"))
-    y = None
+    y = xpad[:, :, 0:sh * (Ho - 1) + 1:sh, 0:sw * (Wo - 1) + 1:sw].copy()
     arg = xp.zeros((N, C, Ho, Wo), dtype=xp.uint8)
-    for k in range(kh * kw):
+    for k in range(1, kh * kw):
         i, j = divmod(k, kw)
         v = xpad[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw]
-        if y is None:
-            y = v.copy()
-            continue
-        better = v > y
-        y = xp.where(better, v, y)
-        arg[better] = k
+        better = v > y                       # strictly greater: ties keep the first maximum
+        xp.copyto(arg, k, where=better)
+        xp.maximum(y, v, out=y)
     return y, (x.shape, arg, (kh, kw), (sh, sw), (ph, pw))
 
 

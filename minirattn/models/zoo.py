@@ -26,6 +26,8 @@ REGISTRY = {
     "attention164": (_cifar(4), "CIFAR Attention-164, m=4", None),
     "attention236": (_cifar(6), "CIFAR Attention-236, m=6", 5.1e6),
     "attention452": (_cifar(6, p=2, t=4, r=3), "CIFAR Attention-452, m=6, p=2, t=4, r=3", 8.6e6),
+    "attention56_small": (_cifar(1).replace(widths=(16, 32, 64), stem_width=16, final_width=64),
+                          "Attention-56 layout at 1/4 width: the embedded-data demo", None),
     "resnet164": (NetworkSpec(modules=(0, 0, 0), units=(17, 17, 17), final_units=0),
                   "CIFAR pre-activation ResNet-164 (the paper's baseline)", 1.7e6),
     "attention56_imagenet": (_imagenet((1, 1, 1)), "ImageNet Attention-56 (Table 2)", 31.9e6),

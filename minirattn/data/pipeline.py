@@ -1,0 +1,75 @@
+"""From uint8 images to training batches: per-pixel mean subtraction, the paper's augmentation
+(zero-pad 4, random crop back to size, random horizontal flip), seeded batch order.
+
+The batch at iteration i is a pure function of (seed, i): epoch e = i // batches_per_epoch
+is shuffled by default_rng([seed, e]) and batch i is augmented by default_rng([seed, 1, i]).
+So a run resumed at iteration k sees exactly the batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+from .. import backend
+
+
+def pixel_mean(x_uint8):
+    """Per-pixel mean (C, H, W) of a uint8 training set, on the [0, 1] scale, float32."""
+    np = backend.numpy
+    return (x_uint8.mean(axis=0, dtype=np.float64) / 255.0).astype(np.float32)
+
+
+def normalize(x_uint8, mean):
+    """uint8 (N, C, H, W) -> float32 x / 255 - mean."""
+    np = backend.numpy
+    return x_uint8.astype(np.float32) / np.float32(255.0) - mean
+
+
+def augment(x, rng, pad: int = 4, flip: bool = True):
+    """Zero-pad by ``pad``, crop a random window of the original size, flip half horizontally.
+
+    x: float32 (N, C, H, W), already normalised (so the padding is the mean image's zero).
+    """
+    np = backend.numpy
+    N, C, H, W = x.shape
+    padded = np.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=x.dtype)
+    padded[:, :, pad:pad + H, pad:pad + W] = x
+    oy = rng.integers(0, 2 * pad + 1, N)
+    ox = rng.integers(0, 2 * pad + 1, N)
+    out = np.empty_like(x)
+    for n in range(N):
+        out[n] = padded[n, :, oy[n]:oy[n] + H, ox[n]:ox[n] + W]
+    if flip:
+        f = rng.random(N) < 0.5
+        out[f] = out[f, :, :, ::-1]
+    return out
+
+
+class BatchStream:
+    """Seeded, resumable training batches (drop-last epochs)."""
+
+    def __init__(self, x_uint8, y, mean, batch_size: int, seed: int = 0, augment_data: bool = True):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if batch_size > len(y):
+            raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(y)} images)")
+        self.x, self.y, self.mean = x_uint8, y, mean
+        self.batch_size, self.seed, self.augment_data = batch_size, seed, augment_data
+        self.batches_per_epoch = len(y) // batch_size
+        self._perm_epoch, self._perm = None, None
+
+    def batch(self, iteration: int):
+        """(x float32 (B, C, H, W), y int64 (B,)) for ``iteration`` (0-based)."""
+        np = backend.numpy
+        epoch, pos = divmod(iteration, self.batches_per_epoch)
+        if self._perm_epoch != epoch:
+            self._perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+            self._perm_epoch = epoch
+        idx = self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+        x = normalize(self.x[idx], self.mean)
+        if self.augment_data:
+            x = augment(x, np.random.default_rng([self.seed, 1, iteration]))
+        return x, self.y[idx]
+
+
+def eval_batches(x_uint8, y, mean, batch_size: int):
+    """Unaugmented, in-order batches for evaluation."""
+    for s in range(0, len(y), batch_size):
+        yield normalize(x_uint8[s:s + batch_size], mean), y[s:s + batch_size]
