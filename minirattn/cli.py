@@ -12,8 +12,8 @@ import argparse
 import sys
 
 #: What `minirattn train` with no arguments runs: small, fast, on the embedded data set.
-DEMO = dict(arch="attention56_small", dataset="shapes", iterations=1500, batch_size=32, lr=0.1,
-            eval_every=500, n_train=10000, n_test=2000)
+DEMO = dict(arch="attention56_small", dataset="shapes", iterations=800, batch_size=32, lr=0.1,
+            eval_every=200, n_train=10000, n_test=2000)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -158,7 +158,7 @@ def test_every_registered_network_builds_and_has_the_right_output_shape(name):
     size = 224 if imagenet else 32
     y = net(np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32))
     assert y.shape == (2, 7) and y.dtype == np.float32
-    depth_modules = {"attention56": 3, "attention92": 6, "attention128": 9, "attention164": 12,
+    depth_modules = {"attention56": 3, "attention56_small": 3, "attention92": 6, "attention128": 9, "attention164": 12,
                      "attention236": 18, "attention452": 18, "resnet164": 0,
                      "attention56_imagenet": 3, "attention92_imagenet": 6}
     assert len(net.attention_modules()) == depth_modules[name]

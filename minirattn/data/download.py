@@ -51,6 +51,9 @@ def download(url: str, dest: str, md5: str, progress: bool = False, timeout: flo
                         bar.update(len(block))
                 f.flush()
                 os.fsync(f.fileno())
+            got = os.path.getsize(part)
+            if total is not None and got < total:
+                raise ConnectionError(f"the connection closed after {got} of {total} bytes")
     except (urllib.error.URLError, OSError, ConnectionError) as exc:
         got = os.path.getsize(part) if os.path.exists(part) else 0
         raise DataError(f"download of {url} failed after {got} bytes ({exc}); the partial file "

@@ -1,7 +1,7 @@
 """Fashion-MNIST from the official gzip IDX files.
 
-Looked for in ``data_dir`` and then where Debian's ``dataset-fashion-mnist`` package puts
-them (/usr/share/datasets/fashion-mnist). The 28x28 images are zero-padded to 32x32
+Looked for in ``data_dir`` when one is given, else where Debian's ``dataset-fashion-mnist``
+package puts them (/usr/share/datasets/fashion-mnist). The 28x28 images are zero-padded to 32x32
 (``pad_to``) so the networks' pools halve them exactly.
 """
 from __future__ import annotations
@@ -40,7 +40,8 @@ def read_idx(path: str):
 
 
 def find_fashion_mnist(data_dir: str | None = None) -> str:
-    candidates = ([data_dir] if data_dir else []) + [DEBIAN_DIR]
+    """The folder holding the four files: ``data_dir`` if given (and only it), else Debian's."""
+    candidates = [data_dir] if data_dir else [DEBIAN_DIR]
     for d in candidates:
         if d and all(os.path.exists(os.path.join(d, f)) for f in FILES):
             return d

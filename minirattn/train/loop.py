@@ -125,15 +125,11 @@ def train_cifar(arch: str = "attention92", dataset: str = "cifar10", data_dir: s
                   model_kwargs=model_kwargs)
     resume_from = latest_valid_checkpoint(checkpoint_dir, warn=echo) if (resume and checkpoint_dir and
                                                                           os.path.isdir(checkpoint_dir)) else None
-    if resume_from is not None:
-        saved = resume_from[1][1]["config"]
-        different = {k: (saved.get(k), v) for k, v in config.items() if k != "iterations" and saved.get(k) != v}
-        if different:
-            raise ValueError(f"cannot resume from {resume_from[0]}: it was trained with different settings "
-                             f"(saved, now): {different}")
 
     # data ------------------------------------------------------------------------------------
     kwargs = {"n_train": n_train or 10000, "n_test": n_test or 2000, "seed": seed} if dataset == "shapes" else {}
+    if progress:
+        echo(f"{'generating' if dataset == 'shapes' else 'loading'} {dataset} ...")
     data = load_dataset(dataset, data_dir, download, progress=progress, **kwargs)
     x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
     if n_train:
@@ -150,12 +146,22 @@ def train_cifar(arch: str = "attention92", dataset: str = "cifar10", data_dir: s
     stream = BatchStream(x_train, y_train, mean, batch_size, seed=seed, augment_data=augment)
 
     # model and optimiser -----------------------------------------------------------------------
-    model_kwargs.setdefault("in_channels", C)
-    model_kwargs.setdefault("input_size", H)
+    model_kwargs = {"in_channels": C, "input_size": H, **model_kwargs}
+    config["model_kwargs"] = model_kwargs            # what load_trained needs to rebuild the model
     model = build(arch, num_classes=data.num_classes, attention=attention, learning=learning, mask=mask,
                   seed=seed, **model_kwargs).to(backend)
     config["num_classes"] = data.num_classes
     config["parameters"] = model.num_parameters()
+    if resume_from is not None:
+        saved = resume_from[1][1]["config"]
+        now = json.loads(json.dumps(config))         # as it would be saved (tuples become lists)
+        different = {k: (saved.get(k), v) for k, v in now.items() if k != "iterations" and saved.get(k) != v}
+        if different:
+            raise ValueError(f"cannot resume from {resume_from[0]}: it was trained with different settings "
+                             f"(saved, now): {different}")
+    if progress:
+        echo(f"{arch} ({config['parameters']:,} parameters) on {dataset}: {len(y_train)} training and "
+             f"{len(y_test)} test images, {iterations} iterations of batch {batch_size}, backend {backend}")
     opt = SGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     schedule = StepSchedule(lr, iterations)
     history, start = [], 0

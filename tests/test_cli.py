@@ -1,0 +1,31 @@
+"""The `minirattn` command."""
+import subprocess
+import sys
+
+from minirattn.cli import main
+
+
+def test_models_lists_the_registry_with_counts(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "attention92" in out and "1,959,706" in out and "1,148,826" in out and "attention92_imagenet" in out
+
+
+def test_train_then_evaluate(tmp_path, capsys):
+    ck = tmp_path / "run"
+    assert main(["train", "--iterations", "2", "--eval-every", "2", "--n-train", "64", "--n-test", "32",
+                 "--batch-size", "16", "--checkpoint-dir", str(ck), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "attention56_small on shapes: 2 iterations" in out and "metrics:" in out
+    assert main(["evaluate", "--checkpoint", str(ck / "ckpt-00000002.rattn")]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+
+
+def test_bad_options_exit_with_a_message(capsys):
+    assert main(["train", "--batch-size", "0", "--no-progress"]) == 2
+    assert "batch_size must be a positive int, got 0" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_check():
+    out = subprocess.run([sys.executable, "-m", "minirattn", "check"], capture_output=True, text=True)
+    assert out.returncode == 0 and "all gradients agree with finite differences" in out.stdout

@@ -1,0 +1,205 @@
+"""Training: label noise (Eq. 7), schedule, Nesterov SGD, checkpoints, exact resume, NaN stop, errors."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import minirattn
+from minirattn import functional as F, nn
+from minirattn.train import (CheckpointError, SGD, StepSchedule, TrainingDiverged, add_label_noise,
+                             evaluate_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint,
+                             train_cifar)
+
+TINY_NET = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
+TINY = dict(arch="attention56", dataset="shapes", n_train=64, n_test=32, batch_size=8, progress=False,
+            model_kwargs=TINY_NET)
+
+
+# ---- label noise ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("noise", [0.1, 0.3, 0.5, 0.7])
+def test_label_noise_follows_eq7(noise):
+    y = np.random.default_rng(0).integers(0, 10, 20000)
+    y0 = y.copy()
+    noisy, flipped = add_label_noise(y, noise, 10, seed=5)
+    np.testing.assert_array_equal(y, y0)                                   # input untouched
+    rate = len(flipped) / len(y)
+    assert abs(rate - noise) < 4 * np.sqrt(noise * (1 - noise) / len(y))  # 4 sigma
+    changed = np.flatnonzero(noisy != y)
+    np.testing.assert_array_equal(changed, flipped)                       # never the true class
+    keep = np.setdiff1d(np.arange(len(y)), flipped)
+    np.testing.assert_array_equal(noisy[keep], y[keep])
+    # uniform over the other K - 1 classes: the offset (noisy - y) mod K is uniform on 1..K-1
+    offsets = np.bincount((noisy[flipped] - y[flipped]) % 10, minlength=10)
+    assert offsets[0] == 0
+    expected = len(flipped) / 9
+    chi2 = ((offsets[1:] - expected) ** 2 / expected).sum()
+    assert chi2 < 27.9                                                     # chi2(8 dof) at p = 0.0005
+    again, _ = add_label_noise(y, noise, 10, seed=5)
+    np.testing.assert_array_equal(again, noisy)                           # seed-reproducible
+    assert not np.array_equal(add_label_noise(y, noise, 10, seed=6)[0], noisy)
+
+
+def test_label_noise_bad_input():
+    with pytest.raises(ValueError, match=r"label_noise must lie in \[0, 1\), got 1.0"):
+        add_label_noise(np.zeros(3, int), 1.0, 10)
+    assert len(add_label_noise(np.zeros(5, int), 0.0, 10)[1]) == 0
+
+
+# ---- schedule and optimiser ------------------------------------------------------------------------
+def test_step_schedule_is_the_papers_scaled():
+    s = StepSchedule(0.1)
+    assert s.milestones == (64_000, 96_000)
+    assert [s(0), s(63_999), s(64_000), s(95_999), s(96_000), s(159_999)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    short = StepSchedule(0.1, iterations=1000)
+    assert short.milestones == (400, 600) and short(399) == 0.1 and short(400) == pytest.approx(0.01)
+
+
+class _Two(nn.Module):
+    """One conv-like weight (decayed) and one BN-like 1-D weight (not decayed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.params = {"weight": np.array([[1.0, -2.0]]), "bn_weight": np.array([0.5])}
+        self._init_grads()
+
+
+def test_nesterov_and_weight_decay_against_hand_computed_values():
+    m = _Two()
+    opt = SGD(m, lr=0.1, momentum=0.9, weight_decay=0.01)
+    g = np.array([[0.2, 0.4]])
+    m.grads["weight"][...] = g
+    m.grads["bn_weight"][...] = 0.3
+    opt.step()
+    # step 1: g' = g + wd w = [0.21, 0.38]; v = g'; w -= lr (g' + mu v) = lr * 1.9 g'
+    np.testing.assert_allclose(m.params["weight"], [[1 - 0.1 * 1.9 * 0.21, -2 - 0.1 * 1.9 * 0.38]])
+    np.testing.assert_allclose(m.params["bn_weight"], [0.5 - 0.1 * 1.9 * 0.3])  # no decay on BN
+    w1 = m.params["weight"].copy()
+    opt.step()                       # same raw gradients again
+    g2 = g + 0.01 * w1
+    v2 = 0.9 * np.array([[0.21, 0.38]]) + g2
+    np.testing.assert_allclose(m.params["weight"], w1 - 0.1 * (g2 + 0.9 * v2))
+    assert opt.decay == {"weight": True, "bn_weight": False}
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------
+def test_checkpoint_round_trip_and_corruption_detected(tmp_path):
+    arrays = {"a": np.arange(5.0, dtype=np.float32), "b": np.ones((2, 3))}
+    path = save_checkpoint(str(tmp_path / "c.rattn"), arrays, {"iteration": 7})
+    got, meta = load_checkpoint(path)
+    assert meta == {"iteration": 7}
+    np.testing.assert_array_equal(got["a"], arrays["a"])
+    raw = bytearray(open(path, "rb").read())
+    raw[-10] ^= 0xFF
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(path)
+    open(path, "wb").write(bytes(raw[:50]))
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(str(tmp_path / "nope.rattn"))
+
+
+def test_a_write_killed_midway_leaves_the_previous_checkpoint_readable(tmp_path):
+    path = str(tmp_path / "ckpt.rattn")
+    save_checkpoint(path, {"w": np.zeros(3)}, {"iteration": 1})
+    child = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from minirattn.train import checkpoint as c
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)   # die after writing, before rename
+        c.save_checkpoint({path!r}, {{"w": np.ones(1_000_000)}}, {{"iteration": 2}})
+    """)
+    proc = subprocess.run([sys.executable, "-c", child])
+    assert proc.returncode == -signal.SIGKILL
+    arrays, meta = load_checkpoint(path)                   # the old one, intact
+    assert meta["iteration"] == 1 and arrays["w"].shape == (3,)
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+def test_train_cifar_runs_and_writes_checkpoints_and_metrics(tmp_path):
+    r = train_cifar(iterations=4, eval_every=2, log_every=1, checkpoint_dir=str(tmp_path), **TINY)
+    assert [h["iteration"] for h in r.history] == [1, 2, 3, 4]
+    assert "test_acc" in r.history[1] and "test_acc" in r.history[3]
+    assert all(np.isfinite(h["loss"]) and h["images_per_s"] > 0 for h in r.history)
+    assert 0 <= r.final_test_accuracy <= 1 and r.final_test_error == pytest.approx(1 - r.final_test_accuracy)
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["ckpt-00000002.rattn",
+                                                                               "ckpt-00000004.rattn"]
+    assert os.path.exists(r.metrics_path) and "test accuracy" in r.summary()
+    ev = evaluate_checkpoint(r.checkpoint_path)
+    assert ev["accuracy"] == pytest.approx(r.final_test_accuracy) and ev["n_test"] == 32
+
+
+def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(tmp_path):
+    full = train_cifar(iterations=6, eval_every=3, checkpoint_dir=str(tmp_path / "a"), label_noise=0.2, **TINY)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    os.remove(tmp_path / "b" / "ckpt-00000006.rattn")        # "interrupted" after iteration 3
+    resumed = train_cifar(iterations=6, eval_every=3, checkpoint_dir=str(tmp_path / "b"), resume=True,
+                          label_noise=0.2, echo=lambda *a: None, **TINY)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert [h["iteration"] for h in resumed.history] == [h["iteration"] for h in full.history]
+
+
+def test_resume_with_different_settings_is_refused(tmp_path):
+    train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
+    with pytest.raises(ValueError, match="different settings.*lr"):
+        train_cifar(iterations=4, eval_every=2, checkpoint_dir=str(tmp_path), resume=True, lr=0.5, **TINY)
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    real = F.softmax_cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(logits, labels, validate=True):
+        calls["n"] += 1
+        loss, d = real(logits, labels, validate)
+        return (loss * np.nan if calls["n"] > 3 else loss), d
+    monkeypatch.setattr(F, "softmax_cross_entropy", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"became nan.*last good checkpoint is .*ckpt-00000002"):
+        train_cifar(iterations=8, eval_every=2, log_every=2, checkpoint_dir=str(tmp_path), **TINY)
+    paths = list_checkpoints(str(tmp_path))
+    assert [os.path.basename(p) for p in paths] == ["ckpt-00000002.rattn"]
+    arrays, _ = load_checkpoint(paths[0])
+    assert all(np.isfinite(v).all() for v in arrays.values())
+
+
+@pytest.mark.parametrize("kwargs,exc,words", [
+    (dict(dataset="imagenet"), ValueError, "unknown dataset 'imagenet'"),
+    (dict(arch="resnet50"), ValueError, "unknown arch 'resnet50'"),
+    (dict(batch_size=0), ValueError, "batch_size must be a positive int, got 0"),
+    (dict(batch_size=-3), ValueError, "batch_size must be a positive int, got -3"),
+    (dict(label_noise=1.0), ValueError, r"label_noise must lie in \[0, 1\), got 1.0"),
+    (dict(label_noise=-0.1), ValueError, r"label_noise must lie in \[0, 1\)"),
+    (dict(iterations=0), ValueError, "iterations must be a positive int"),
+    (dict(backend="cupy"), minirattn.backend.BackendError, "cupy"),
+    (dict(resume=True), ValueError, "resume=True needs checkpoint_dir"),
+])
+def test_bad_arguments_fail_before_training(kwargs, exc, words):
+    if kwargs.get("backend") == "cupy":
+        try:
+            minirattn.backend.get("cupy")
+            pytest.skip("CuPy and a GPU are present")
+        except minirattn.backend.BackendError:
+            pass
+    args = dict(dataset="shapes", n_train=16, n_test=8, progress=False)
+    args.update(kwargs)
+    with pytest.raises(exc, match=words):
+        train_cifar(**args)
+
+
+def test_missing_or_empty_data_folders_and_wrong_md5(tmp_path):
+    from minirattn.data import DataError
+    with pytest.raises(DataError, match="cifar10 not found"):
+        train_cifar(dataset="cifar10", data_dir=str(tmp_path), progress=False)
+    with pytest.raises(DataError, match="Fashion-MNIST not found"):
+        train_cifar(dataset="fashion-mnist", data_dir=str(tmp_path / "missing"), progress=False)
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not an archive")
+    with pytest.raises(DataError, match="corrupt or truncated"):
+        train_cifar(dataset="cifar10", data_dir=str(tmp_path), progress=False)
