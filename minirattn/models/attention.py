@@ -25,6 +25,14 @@ from .units import ResidualUnit, stack
 MASKS = ("soft", "local")
 
 
+def check_choices(attention="mixed", learning="arl", mask="soft"):
+    """Raise a clear ValueError for an unknown attention type, learning rule or mask."""
+    for name, value, choices in (("attention", attention, F.MASK_ACTIVATIONS),
+                                 ("learning", learning, F.LEARNING_RULES), ("mask", mask, MASKS)):
+        if value not in choices:
+            raise ValueError(f"unknown {name} {value!r}: expected one of {choices}")
+
+
 class MaskHead(nn.Module):
     """BN-ReLU-conv1x1-BN-ReLU-conv1x1-activation, the end of every mask branch."""
 
@@ -115,12 +123,7 @@ class AttentionModule(nn.Module):
     def __init__(self, channels, k, p=1, t=2, r=1, attention="mixed", learning="arl", mask="soft",
                  *, rng=None, dtype="float32"):
         super().__init__()
-        if learning not in F.LEARNING_RULES:
-            raise ValueError(f"unknown learning {learning!r}: expected one of {F.LEARNING_RULES}")
-        if attention not in F.MASK_ACTIVATIONS:
-            raise ValueError(f"unknown attention {attention!r}: expected one of {F.MASK_ACTIVATIONS}")
-        if mask not in MASKS:
-            raise ValueError(f"unknown mask {mask!r}: expected one of {MASKS}")
+        check_choices(attention, learning, mask)
         kw = dict(rng=rng, dtype=dtype)
         self.learning, self.attention, self.mask_kind = learning, attention, mask
         self.pre = stack(p, channels, **kw)

@@ -14,9 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, asdict
 
 from .. import backend
-from .. import functional as F
 from .. import nn
-from .attention import AttentionModule, MASKS
+from .attention import AttentionModule, check_choices
 from .units import ResidualUnit, stack
 
 
@@ -95,12 +94,7 @@ class ResidualAttentionNetwork(nn.Module):
         super().__init__()
         validate_spec(spec)
         _int_at_least("num_classes", num_classes, 2)
-        if attention not in F.MASK_ACTIVATIONS:
-            raise ValueError(f"unknown attention {attention!r}: expected one of {F.MASK_ACTIVATIONS}")
-        if learning not in F.LEARNING_RULES:
-            raise ValueError(f"unknown learning {learning!r}: expected one of {F.LEARNING_RULES}")
-        if mask not in MASKS:
-            raise ValueError(f"unknown mask {mask!r}: expected one of {MASKS}")
+        check_choices(attention, learning, mask)
         self.spec, self.num_classes, self.name = spec, num_classes, name
         self.config = dict(attention=attention, learning=learning, mask=mask)
         rng = backend.default_rng(seed)

@@ -122,95 +122,73 @@ class BatchNorm2d(Module):
         return f"{self.num_features}"
 
 
-class ReLU(Module):
+class _Op(Module):
+    """A parameter-free layer over one functional pair: ``_forward(x, *hyper) -> (y, cache)``."""
+    _forward = _backward = None
+
     def __init__(self):
         super().__init__()
         self._cache = None
 
+    def _hyper(self):
+        return ()
+
     def forward(self, x):
-        y, self._cache = F.relu_forward(x)
+        y, self._cache = type(self)._forward(x, *self._hyper())
         return y
 
     def backward(self, dy):
-        return F.relu_backward(dy, self._need_cache(self._cache))
+        return type(self)._backward(dy, self._need_cache(self._cache))
 
 
-class Sigmoid(Module):
-    def __init__(self):
-        super().__init__()
-        self._cache = None
-
-    def forward(self, x):
-        y, self._cache = F.sigmoid_forward(x)
-        return y
-
-    def backward(self, dy):
-        return F.sigmoid_backward(dy, self._need_cache(self._cache))
+class ReLU(_Op):
+    _forward, _backward = F.relu_forward, F.relu_backward
 
 
-class MaxPool2d(Module):
+class Sigmoid(_Op):
+    _forward, _backward = F.sigmoid_forward, F.sigmoid_backward
+
+
+class GlobalAvgPool2d(_Op):
+    """(N, C, H, W) -> (N, C)."""
+    _forward, _backward = F.global_avgpool_forward, F.global_avgpool_backward
+
+
+class MaxPool2d(_Op):
+    _forward, _backward = F.maxpool2d_forward, F.maxpool2d_backward
+
     def __init__(self, kernel_size=3, stride=2, padding=1):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self._cache = None
 
-    def forward(self, x):
-        y, self._cache = F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
-        return y
-
-    def backward(self, dy):
-        return F.maxpool2d_backward(dy, self._need_cache(self._cache))
+    def _hyper(self):
+        return self.kernel_size, self.stride, self.padding
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class GlobalAvgPool2d(Module):
-    """(N, C, H, W) -> (N, C)."""
-
-    def __init__(self):
-        super().__init__()
-        self._cache = None
-
-    def forward(self, x):
-        y, self._cache = F.global_avgpool_forward(x)
-        return y
-
-    def backward(self, dy):
-        return F.global_avgpool_backward(dy, self._need_cache(self._cache))
-
-
-class UpsampleBilinear(Module):
+class UpsampleBilinear(_Op):
     """Bilinear upsampling (align_corners=True) to the ``size`` given at call time."""
-
-    def __init__(self):
-        super().__init__()
-        self._cache = None
+    _forward, _backward = F.bilinear_forward, F.bilinear_backward
 
     def forward(self, x, size):
         y, self._cache = F.bilinear_forward(x, size)
         return y
 
-    def backward(self, dy):
-        return F.bilinear_backward(dy, self._need_cache(self._cache))
 
-
-class MaskActivation(Module):
+class MaskActivation(_Op):
     """The paper's mask activation: "mixed" (f1), "channel" (f2) or "spatial" (f3)."""
+    _forward, _backward = F.mask_activation_forward, F.mask_activation_backward
 
     def __init__(self, attention="mixed"):
         super().__init__()
         if attention not in F.MASK_ACTIVATIONS:
             raise ValueError(f"unknown attention {attention!r}: expected one of {F.MASK_ACTIVATIONS}")
         self.attention = attention
-        self._cache = None
 
-    def forward(self, x):
-        y, self._cache = F.mask_activation_forward(x, self.attention)
-        return y
-
-    def backward(self, dy):
-        return F.mask_activation_backward(dy, self._need_cache(self._cache))
+    def _hyper(self):
+        return (self.attention,)
 
     def extra_repr(self):
         return repr(self.attention)
