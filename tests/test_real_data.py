@@ -18,10 +18,11 @@ REQUIRED = os.environ.get("MINIRATTN_REQUIRE_REAL_DATA") == "1"
 def test_small_attention_network_reaches_85_percent_on_fashion_mnist():
     if not HAVE and not REQUIRED:
         pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
-    # lr 0.2 and batch 64 for 1000 iterations (milestones at 400 and 600), no augmentation: the
-    # narrow network learns Fashion-MNIST slowly. Measured: 800 iterations gave 84.8% here, so
-    # 1000 it is; 5000 test images keep the measurement's standard error near 0.5%.
-    r = train_cifar(arch="attention56_small", dataset="fashion-mnist", iterations=1000, batch_size=64, lr=0.2,
-                    eval_every=1000, n_train=60000, n_test=5000, seed=0, progress=False, augment=False)
+    # Batch 64 at lr 0.2, no augmentation, the paper's schedule scaled to the run (milestones at
+    # 40% and 60%). The narrow network learns Fashion-MNIST slowly; measured here: 800 iterations
+    # 84.8%, 1000 iterations 85.4% (5000 test images), so 1400 for a margin. The full 10,000-image
+    # test set keeps the standard error of the measurement near 0.35%.
+    r = train_cifar(arch="attention56_small", dataset="fashion-mnist", iterations=1400, batch_size=64, lr=0.2,
+                    eval_every=1400, n_train=60000, seed=0, progress=False, augment=False)
     assert r.config["num_classes"] == 10 and r.config["parameters"] > 0
     assert r.final_test_accuracy >= 0.85, r.summary()
