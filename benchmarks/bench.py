@@ -1,0 +1,197 @@
+"""Side-by-side benchmark: minirattn (NumPy) against its PyTorch twin (CPU), in one run.
+
+    pip install -e ".[bench]"            # torch==2.13.0, a CPU build from the local wheel here
+    python benchmarks/bench.py --arch attention56 attention92 --batch 64 --threads 2
+
+Before timing anything it checks that both compute the same thing: the twin's initial weights
+are loaded into minirattn through load_state_dict, and on the same batch the first loss and all
+gradients must agree in float64 to 1e-8 (relative; gradients in L2 norm over all parameters),
+and the float32 loss to 1e-4. The float32 gradients are reported, not asserted: through 56 layers
+of batch norm, accumulation order alone moves them by ~1e-2 in relative L2 (measured 7e-3 for
+Attention-56), so 1e-4 in float32 is not a meaningful bar, while float64 agreement is exact.
+Then it alternates full training steps (forward, cross-entropy, backward, Nesterov SGD) of the
+two and reports medians and the ratio minirattn / PyTorch. Peak resident memory of a training
+step is measured in a fresh child process for each.
+
+Not part of the test suite: timings are reported, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _set_threads(n):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def _setup(arch, batch, seed=0):
+    import numpy as np
+    import torch
+    sys.path.insert(0, HERE)
+    from torch_twin import Network, numpy_state
+    from minirattn.models import REGISTRY, build
+    spec = REGISTRY[arch][0]
+    torch.manual_seed(seed)
+    twin = Network(spec)
+    ours = build(arch, num_classes=10, seed=seed)
+    n_t = sum(p.numel() for p in twin.parameters())
+    assert n_t == ours.num_parameters(), (n_t, ours.num_parameters())
+    ours.load_state_dict(numpy_state(twin))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    y = rng.integers(0, 10, batch)
+    return twin, ours, x, y
+
+
+def _loss_and_grads(twin, ours, x, y):
+    import torch
+    from minirattn import functional as F
+    logits = ours(x)
+    loss, d = F.softmax_cross_entropy(logits, y)
+    ours.zero_grad()
+    ours.backward(d)
+    lt = torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(y))
+    twin.zero_grad()
+    lt.backward()
+    loss_err = abs(float(loss) - lt.item()) / abs(lt.item())
+    tg = {k: v.grad.numpy() for k, v in twin.named_parameters()}
+    num = sum(float(((g.astype("float64") - tg[k]) ** 2).sum()) for k, _, g in ours.named_parameters())
+    den = sum(float((tg[k].astype("float64") ** 2).sum()) for k, _, _ in ours.named_parameters())
+    return loss_err, (num / den) ** 0.5
+
+
+def check_same_answer(twin, ours, x, y):
+    """float64: loss and gradients to 1e-8; float32: loss to 1e-4 (gradients reported)."""
+    from torch_twin import numpy_state
+    twin.double()
+    ours.to(dtype="float64")
+    ours.load_state_dict(numpy_state(twin))
+    loss64, grad64 = _loss_and_grads(twin, ours, x.astype("float64"), y)
+    assert loss64 < 1e-8 and grad64 < 1e-8, f"float64: loss rel {loss64:.1e}, gradient rel L2 {grad64:.1e}"
+    twin.float()
+    ours.to(dtype="float32")
+    ours.load_state_dict(numpy_state(twin))
+    loss32, grad32 = _loss_and_grads(twin, ours, x, y)
+    assert loss32 < 1e-4, f"float32 losses differ by {loss32:.1e} relative"
+    return loss64, grad64, loss32, grad32
+
+
+def time_steps(twin, ours, x, y, repeats):
+    import torch
+    from minirattn import functional as F
+    from minirattn.train import SGD
+    opt_t = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
+    opt_o = SGD(ours, lr=0.01)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+
+    def step_ours():
+        logits = ours(x)
+        _, d = F.softmax_cross_entropy(logits, y, validate=False)
+        ours.zero_grad()
+        ours.backward(d)
+        opt_o.step()
+
+    def step_torch():
+        opt_t.zero_grad()
+        torch.nn.functional.cross_entropy(twin(xt), yt).backward()
+        opt_t.step()
+    step_ours(); step_torch()                            # warm-up
+    t_o, t_t = [], []
+    for _ in range(repeats):                              # alternate, so drift hits both alike
+        t0 = time.perf_counter(); step_ours(); t_o.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); step_torch(); t_t.append(time.perf_counter() - t0)
+    return statistics.median(t_o), statistics.median(t_t)
+
+
+def _child_peak(which, arch, batch, threads):
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import bench; bench._set_threads({threads}); "
+            f"bench._peak_child({which!r}, {arch!r}, {batch})")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _hwm_kib():
+    """Peak resident set of this process (VmHWM). Not ru_maxrss: Linux carries that over from the
+    parent through fork and exec, so a child would report the benchmark's own peak."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _peak_child(which, arch, batch):
+    import numpy as np
+    if which == "ours":
+        from minirattn import functional as F
+        from minirattn.models import build
+        from minirattn.train import SGD
+        net = build(arch, num_classes=10)
+        opt = SGD(net, lr=0.01)
+        x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        y = np.random.default_rng(0).integers(0, 10, batch)
+        base = _hwm_kib()
+        for _ in range(2):
+            _, d = F.softmax_cross_entropy(net(x), y)
+            net.zero_grad(); net.backward(d); opt.step()
+    else:
+        import torch
+        sys.path.insert(0, HERE)
+        from torch_twin import Network
+        from minirattn.models import REGISTRY
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+        net = Network(REGISTRY[arch][0])
+        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        x = torch.randn(batch, 3, 32, 32)
+        y = torch.randint(0, 10, (batch,))
+        base = _hwm_kib()
+        for _ in range(2):
+            opt.zero_grad(); torch.nn.functional.cross_entropy(net(x), y).backward(); opt.step()
+    peak = _hwm_kib()
+    print(json.dumps({"peak_mib": peak / 1024, "step_mib": (peak - base) / 1024}))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", nargs="+", default=["attention56", "attention92"])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args(argv)
+    _set_threads(args.threads)
+    import numpy as np
+    import torch
+    torch.set_num_threads(args.threads)
+    print(f"numpy {np.__version__}, torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
+          f"{os.cpu_count()} CPUs")
+    rows = []
+    for arch in args.arch:
+        twin, ours, x, y = _setup(arch, args.batch)
+        loss64, grad64, loss32, grad32 = check_same_answer(twin, ours, x, y)
+        t_o, t_t = time_steps(twin, ours, x, y, args.repeats)
+        m_o = _child_peak("ours", arch, args.batch, args.threads)
+        m_t = _child_peak("torch", arch, args.batch, args.threads)
+        rows.append((arch, grad64, grad32, t_o, t_t, m_o["step_mib"], m_t["step_mib"]))
+        print(f"{arch}: same answer (float64: loss {loss64:.0e}, gradients {grad64:.0e}; float32: loss "
+              f"{loss32:.0e}, gradients {grad32:.0e}); "
+              f"step {t_o:.3f} s vs {t_t:.3f} s = {t_o / t_t:.2f}x; "
+              f"step memory {m_o['step_mib']:.0f} MiB vs {m_t['step_mib']:.0f} MiB = {m_o['step_mib'] / max(m_t['step_mib'], 1):.2f}x")
+    try:
+        import minirattn.backend as B
+        B.get("cupy")
+    except Exception as exc:
+        print(f"cupy vs PyTorch CUDA: skipped ({exc})")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
