@@ -53,3 +53,25 @@ def test_does_not_mutate_inputs_or_parameters():
     gradcheck(m, [x])
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(m.params["weight"], w0)
+
+
+def test_no_op_mutates_its_inputs_or_its_upstream_gradient():
+    """Every op of `minirattn check`: forward and backward leave x, parameters and dy untouched."""
+    from minirattn.selfcheck import _cases
+    rng = np.random.default_rng(0)
+    for name, (fwd, inputs, bwd) in _cases(rng).items():
+        before = [a.copy() for a in inputs]
+        y, cache = fwd(*inputs)
+        dy = rng.standard_normal(np.shape(y))
+        dy0 = dy.copy()
+        bwd(dy, cache)
+        for a, b in zip(inputs, before):
+            np.testing.assert_array_equal(a, b, err_msg=name)
+        np.testing.assert_array_equal(dy, dy0, err_msg=name)
+
+
+def test_selfcheck_passes():
+    from minirattn.selfcheck import run_selfcheck
+    lines = []
+    assert run_selfcheck(echo=lines.append)
+    assert len(lines) == 15 and lines[-1] == "all gradients agree with finite differences"
