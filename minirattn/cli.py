@@ -16,6 +16,18 @@ DEMO = dict(arch="attention56_small", dataset="shapes", iterations=800, batch_si
             eval_every=200, n_train=10000, n_test=2000)
 
 
+def run_dir(base: str, resume: bool) -> str:
+    """Where a run without --checkpoint-dir goes: ``base``, or ``base-2``, ``base-3``, ... so that a new
+    run never overwrites an earlier one; with --resume, the newest of them that exists."""
+    import os
+    from .train import list_checkpoints
+    candidates = [base] + [f"{base}-{i}" for i in range(2, 1000)]
+    if resume:
+        existing = [c for c in candidates if os.path.isdir(c)]
+        return existing[-1] if existing else base
+    return next(c for c in candidates if not list_checkpoints(c))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
     from .functional import LEARNING_RULES, MASK_ACTIVATIONS
@@ -39,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learning", default="arl", choices=LEARNING_RULES)
     t.add_argument("--mask", default="soft", choices=MASKS)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--checkpoint-dir", default=None, help="default: runs/<dataset>-<arch>")
+    t.add_argument("--checkpoint-dir", default=None,
+                   help="default: runs/<dataset>-<arch>, or -2, -3, ... if that holds an earlier run")
     t.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     t.add_argument("--eval-every", type=int, default=DEMO["eval_every"])
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
@@ -80,7 +93,7 @@ def main(argv=None) -> int:
     demo = args.dataset == DEMO["dataset"]
     n_train = args.n_train or (DEMO["n_train"] if demo else None)
     n_test = args.n_test or (DEMO["n_test"] if demo else None)
-    ckpt = args.checkpoint_dir or f"runs/{args.dataset}-{args.arch}"
+    ckpt = args.checkpoint_dir or run_dir(f"runs/{args.dataset}-{args.arch}", args.resume)
     try:
         result = train_cifar(arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
                              backend=args.backend, iterations=args.iterations, batch_size=args.batch_size,

@@ -29,3 +29,16 @@ def test_bad_options_exit_with_a_message(capsys):
 def test_python_dash_m_and_check():
     out = subprocess.run([sys.executable, "-m", "minirattn", "check"], capture_output=True, text=True)
     assert out.returncode == 0 and "all gradients agree with finite differences" in out.stdout
+
+
+def test_a_new_run_never_overwrites_an_earlier_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--iterations", "2", "--eval-every", "2", "--n-train", "32", "--n-test", "16",
+            "--batch-size", "16", "--no-progress"]
+    assert main(args) == 0 and main(args) == 0
+    assert (tmp_path / "runs" / "shapes-attention56_small" / "ckpt-00000002.rattn").exists()
+    assert (tmp_path / "runs" / "shapes-attention56_small-2" / "ckpt-00000002.rattn").exists()
+    assert main(args + ["--checkpoint-dir", "runs/shapes-attention56_small"]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0                       # picks the newest run, -2
+    assert "runs/shapes-attention56_small-2" in capsys.readouterr().out

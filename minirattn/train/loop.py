@@ -17,8 +17,8 @@ from .. import backend as B
 from .. import functional as F
 from ..data import DATASETS, BatchStream, eval_batches, load_dataset, pixel_mean
 from ..models import REGISTRY, build
-from .checkpoint import (checkpoint_name, latest_valid_checkpoint, load_checkpoint, prune_checkpoints,
-                         save_checkpoint)
+from .checkpoint import (checkpoint_name, latest_valid_checkpoint, list_checkpoints, load_checkpoint,
+                         prune_checkpoints, save_checkpoint)
 from .noise import add_label_noise
 from .optim import PAPER_ITERATIONS, SGD, StepSchedule
 
@@ -123,6 +123,9 @@ def train_cifar(arch: str = "attention92", dataset: str = "cifar10", data_dir: s
                   momentum=momentum, weight_decay=weight_decay, label_noise=label_noise, attention=attention,
                   learning=learning, mask=mask, seed=seed, augment=augment, n_train=n_train, n_test=n_test,
                   model_kwargs=model_kwargs)
+    if checkpoint_dir and not resume and list_checkpoints(checkpoint_dir):
+        raise ValueError(f"{checkpoint_dir} already holds checkpoints of an earlier run; pass resume=True "
+                         f"(--resume) to continue it, or choose another checkpoint_dir: nothing is overwritten")
     resume_from = latest_valid_checkpoint(checkpoint_dir, warn=echo) if (resume and checkpoint_dir and
                                                                           os.path.isdir(checkpoint_dir)) else None
 
