@@ -3,6 +3,8 @@
     minirattn train                 # a small Residual Attention Network on the embedded `shapes` set
     minirattn train --dataset cifar10 --arch attention92 --download --iterations 160000
     minirattn evaluate --checkpoint runs/shapes-attention56_small/ckpt-00001500.rattn
+    minirattn masks --checkpoint runs/shapes-attention56_small/ckpt-00000800.rattn --out masks.png
+    minirattn plot --metrics runs/shapes-attention56_small/metrics.json --out curves.png
     minirattn models                # the registry with parameter counts
     minirattn check                 # prove every op's backward on this machine
 """
@@ -65,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 
+    m = sub.add_parser("masks", help="draw every attention module's mask over test images (paper Fig. 1)")
+    m.add_argument("--checkpoint", required=True)
+    m.add_argument("--out", default="masks.png")
+    m.add_argument("--n", type=int, default=6, help="how many test images")
+    m.add_argument("--data-dir", default=None)
+
+    pl = sub.add_parser("plot", help="draw the training curves from a metrics.json")
+    pl.add_argument("--metrics", required=True)
+    pl.add_argument("--out", default="curves.png")
+
     sub.add_parser("models", help="list the networks with their parameter counts")
     c = sub.add_parser("check", help="prove every op's backward against finite differences, here")
     c.add_argument("--seed", type=int, default=0)
@@ -82,6 +94,24 @@ def main(argv=None) -> int:
         for name, desc, paper in list_models():
             n = build(name, num_classes=1000 if name.endswith("imagenet") else 10).num_parameters()
             print(f"{name:<22} {n:>12,} {(f'{paper / 1e6:.1f}M' if paper else '-'):>8}  {desc}")
+        return 0
+    if args.command == "plot":
+        from .viz import plot_training_curves
+        print(plot_training_curves(args.metrics, args.out))
+        return 0
+    if args.command == "masks":
+        from .data import load_dataset, normalize
+        from .train import load_trained
+        from .viz import plot_masks
+        model, mean, meta = load_trained(args.checkpoint)
+        cfg = meta["config"]
+        kwargs = {"n_train": 1, "n_test": max(args.n, 1), "seed": cfg["seed"]} if cfg["dataset"] == "shapes" else {}
+        data = load_dataset(cfg["dataset"], args.data_dir, False, **kwargs)
+        imgs, labels = data.x_test[:args.n], data.y_test[:args.n]
+        x = normalize(imgs, mean)
+        model.eval()
+        preds = model(x).argmax(axis=1)
+        print(plot_masks(model, x, imgs, args.out, data.classes, labels, preds))
         return 0
     if args.command == "evaluate":
         from .train import evaluate_checkpoint

@@ -1,0 +1,104 @@
+"""Pictures: attention masks over the input images (paper Fig. 1), training curves, and the
+feature-response curve of the paper's Fig. 4. matplotlib is imported only here (extra `cli`)."""
+from __future__ import annotations
+
+import json
+
+from . import backend
+from .functional import bilinear_forward
+from .models import collect_masks
+
+DPI = 100
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ImportError("pictures need matplotlib: pip install 'minirattn[cli]'") from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    fig.savefig(path, dpi=DPI)
+    _plt().close(fig)
+    return path
+
+
+def mask_maps(model, x):
+    """{module name: (N, H, W) mask averaged over channels and upsampled to the input size}."""
+    np = backend.numpy
+    size = x.shape[2:]
+    out = {}
+    for name, m in collect_masks(model, x).items():
+        mean = backend.to_numpy(m).mean(axis=1, keepdims=True).astype(np.float64)
+        out[name] = bilinear_forward(mean, size)[0][:, 0]
+    return out
+
+
+def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None):
+    """One row per image: the image, then each attention module's mask over it (Fig. 1).
+
+    x: the network's input (N, C, H, W), normalised; images_uint8: the same images for display.
+    """
+    plt = _plt()
+    np = backend.numpy
+    maps = mask_maps(model, x)
+    n, names = len(images_uint8), list(maps)
+    fig, axes = plt.subplots(n, 1 + len(names), figsize=(1.6 * (1 + len(names)), 1.6 * n), squeeze=False)
+    for i in range(n):
+        img = images_uint8[i].transpose(1, 2, 0)
+        img = img[..., 0] if img.shape[2] == 1 else img
+        ax = axes[i, 0]
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        if labels is not None:
+            title = classes[labels[i]] if classes else str(labels[i])
+            if predictions is not None:
+                title += f" / {classes[predictions[i]] if classes else predictions[i]}"
+            ax.set_title(title, fontsize=7)
+        for j, name in enumerate(names):
+            ax = axes[i, j + 1]
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+            ax.imshow(maps[name][i], cmap="jet", alpha=0.5, vmin=float(np.min(maps[name])),
+                      vmax=float(np.max(maps[name])))
+            if i == 0:
+                ax.set_title(name, fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_training_curves(metrics, path):
+    """Loss and train/test accuracy against iteration; ``metrics`` is a metrics.json path or a history list."""
+    plt = _plt()
+    if isinstance(metrics, str):
+        with open(metrics) as f:
+            metrics = json.load(f)["history"]
+    it = [h["iteration"] for h in metrics]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
+    a1.plot(it, [h["loss"] for h in metrics], label="train loss")
+    tl = [(h["iteration"], h["test_loss"]) for h in metrics if "test_loss" in h]
+    if tl:
+        a1.plot(*zip(*tl), "o-", label="test loss")
+    a1.set_xlabel("iteration"); a1.set_ylabel("cross-entropy"); a1.legend()
+    a2.plot(it, [h["train_acc"] for h in metrics], label="train accuracy")
+    ta = [(h["iteration"], h["test_acc"]) for h in metrics if "test_acc" in h]
+    if ta:
+        a2.plot(*zip(*ta), "o-", label="test accuracy")
+    a2.set_xlabel("iteration"); a2.set_ylabel("accuracy"); a2.set_ylim(0, 1); a2.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_feature_response(responses: dict, path):
+    """Fig. 4: mean absolute response of each stage's output, one line per network."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    for name, values in responses.items():
+        ax.plot(range(1, len(values) + 1), values, "o-", label=name)
+    ax.set_xlabel("stage"); ax.set_ylabel("mean |output|"); ax.set_yscale("log"); ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,51 @@
+"""Pictures render on a tiny model and are valid PNGs of the expected size."""
+import struct
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib", reason="pictures need the `cli` extra (matplotlib)")
+
+from minirattn.cli import main
+from minirattn.data import make_shapes, normalize, pixel_mean
+from minirattn.models import build, feature_response
+from minirattn.viz import mask_maps, plot_feature_response, plot_masks, plot_training_curves
+
+TINY = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
+
+
+def png_size(path):
+    raw = open(path, "rb").read(24)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR", "not a PNG"
+    return struct.unpack(">II", raw[16:24])
+
+
+def test_masks_picture(tmp_path):
+    d = make_shapes(8, 2, seed=0)
+    net = build("attention56", seed=0, **TINY)
+    x = normalize(d.x_test, pixel_mean(d.x_train))
+    maps = mask_maps(net, x)
+    assert list(maps) == ["stage1.1", "stage2.1", "stage3.1"]
+    assert all(m.shape == (2, 32, 32) for m in maps.values())
+    path = plot_masks(net, x, d.x_test, str(tmp_path / "m.png"), d.classes, d.y_test, d.y_test)
+    assert png_size(path) == (640, 320)           # (1 + 3 modules) x 2 images, 1.6 in each at 100 dpi
+
+
+def test_curves_and_feature_response_pictures(tmp_path):
+    history = [dict(iteration=i, loss=2.0 / i, train_acc=0.1 * i) for i in range(1, 6)]
+    history[-1].update(test_acc=0.4, test_loss=0.5)
+    assert png_size(plot_training_curves(history, str(tmp_path / "c.png"))) == (900, 340)
+    x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    resp = {r: feature_response(build("attention56", learning=r, **TINY), x, training=True) for r in ("arl", "nal")}
+    assert png_size(plot_feature_response(resp, str(tmp_path / "f.png"))) == (450, 340)
+
+
+def test_masks_and_plot_commands(tmp_path, capsys):
+    ck = tmp_path / "run"
+    assert main(["train", "--iterations", "2", "--eval-every", "2", "--n-train", "32", "--n-test", "8",
+                 "--batch-size", "16", "--checkpoint-dir", str(ck), "--no-progress"]) == 0
+    assert main(["masks", "--checkpoint", str(ck / "ckpt-00000002.rattn"), "--n", "3",
+                 "--out", str(tmp_path / "m.png")]) == 0
+    assert png_size(tmp_path / "m.png") == (640, 480)
+    assert main(["plot", "--metrics", str(ck / "metrics.json"), "--out", str(tmp_path / "c.png")]) == 0
+    assert png_size(tmp_path / "c.png") == (900, 340)
