@@ -1,0 +1,59 @@
+# %% [markdown]
+# # 03 · Batch normalisation: forward, and the compact backward
+#
+# Per channel, over the $M = NHW$ values of a batch:
+# $\hat x = (x - \mu)/\sqrt{\sigma^2 + \epsilon}$, $y = \gamma \hat x + \beta$. Because $\mu$ and $\sigma$ depend on every
+# input, the gradient couples them all, yet it collapses to one line (derivation: `docs/math/batchnorm.md`):
+#
+# $$\frac{\partial L}{\partial x} = \frac{\gamma}{M\sqrt{\sigma^2+\epsilon}}\Big(M\delta - \sum\delta - \hat x \sum \delta\hat x\Big).$$
+#
+# Run with `python tutorials/03_batch_normalisation.py`.
+
+# %%
+import numpy as np
+
+import minirattn as mr
+from minirattn import functional as F
+
+rng = np.random.default_rng(0)
+x = rng.standard_normal((8, 3, 4, 4)) * np.array([0.5, 2.0, 5.0])[None, :, None, None] + 3.0
+gamma, beta = np.array([1.0, 0.5, 2.0]), np.array([0.0, 1.0, -1.0])
+rm, rv = np.zeros(3), np.ones(3)
+
+# %% [markdown]
+# ## Forward: the statistics conventions
+# The batch is normalised with the biased variance; the running variance is updated with the unbiased
+# one, with PyTorch's momentum 0.1.
+
+# %%
+y, cache, new_mean, new_var = F.batchnorm2d_forward(x, gamma, beta, rm, rv, training=True)
+xhat = (y - beta[None, :, None, None]) / gamma[None, :, None, None]
+assert np.allclose(xhat.mean(axis=(0, 2, 3)), 0) and np.allclose(xhat.var(axis=(0, 2, 3)), 1, atol=1e-4)
+M = 8 * 4 * 4
+assert np.allclose(new_var, 0.9 * rv + 0.1 * x.var(axis=(0, 2, 3)) * M / (M - 1))
+print("per-channel batch std", x.std(axis=(0, 2, 3)).round(2), "-> normalised to 1")
+
+# %% [markdown]
+# ## The compact backward, written out here, equals the library's and finite differences
+
+# %%
+dy = rng.standard_normal(x.shape)
+inv_std = 1 / np.sqrt(x.var(axis=(0, 2, 3)) + 1e-5)
+s1, s2 = dy.sum(axis=(0, 2, 3)), (dy * xhat).sum(axis=(0, 2, 3))
+by_formula = (gamma * inv_std / M)[None, :, None, None] * (M * dy - s1[None, :, None, None]
+                                                          - xhat * s2[None, :, None, None])
+dx, dgamma, dbeta = F.batchnorm2d_backward(dy, cache)
+assert np.allclose(dx, by_formula) and np.allclose(dgamma, s2) and np.allclose(dbeta, s1)
+r = mr.gradcheck(lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv)[:2], [x, gamma, beta],
+                 F.batchnorm2d_backward)
+print(f"finite differences: worst relative error {r.worst_error:.1e}")
+assert r.ok
+
+# %% [markdown]
+# ## In evaluation mode the statistics are constants
+# Then the layer is an affine map per channel and its gradient is just $\gamma\,\delta/\sqrt{\sigma^2_{run}+\epsilon}$.
+
+# %%
+y, cache, _, _ = F.batchnorm2d_forward(x, gamma, beta, new_mean, new_var, training=False)
+dx, _, _ = F.batchnorm2d_backward(dy, cache)
+assert np.allclose(dx, dy * (gamma / np.sqrt(new_var + 1e-5))[None, :, None, None])
