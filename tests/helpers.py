@@ -52,6 +52,21 @@ def maxpool_naive(x, k, s, p):
     return y
 
 
+def maxpool_backward_naive(x, dy, k, s, p):
+    """Each dy[n, c, i, j] added to the first maximum of its window in row-major order."""
+    N, C, H, W = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)
+    dxp = np.zeros_like(xp)
+    for n in range(N):
+        for c in range(C):
+            for i in range(dy.shape[2]):
+                for j in range(dy.shape[3]):
+                    window = xp[n, c, i * s:i * s + k, j * s:j * s + k]
+                    u, v = np.unravel_index(np.argmax(window), window.shape)  # argmax: first maximum
+                    dxp[n, c, i * s + u, j * s + v] += dy[n, c, i, j]
+    return dxp[:, :, p:p + H, p:p + W]
+
+
 def bilinear_naive(x, Ho, Wo):
     """align_corners=True, written pixel by pixel from the definition."""
     N, C, H, W = x.shape

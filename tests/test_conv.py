@@ -58,13 +58,39 @@ def test_adjoint_identity_in_x(case):
     assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
 
 
-def test_chunked_im2col_matches_unchunked(monkeypatch):
+@given(conv_case())
+def test_flat_windows_path_matches_slice_loop_path(case):
+    """The stride-1 fast path (flat windows, no col2im) against the general im2col/col2im path."""
+    x, w, b, _, p = make(case)
+    k = w.shape[2]
+    p = min(p, k - 1)
+    assert conv_mod._uses_flat_windows((1, 1), (p, p), k, k)
+    dy = np.random.default_rng(1).standard_normal(F.conv2d_forward(x, w, b, 1, p)[0].shape)
+    fast_y, fast_c = F.conv2d_forward(x, w, b, 1, p)
+    fast_g = F.conv2d_backward(dy, fast_c)
+    original = conv_mod._uses_flat_windows
+    conv_mod._uses_flat_windows = lambda *a: False
+    try:
+        slow_y, slow_c = F.conv2d_forward(x, w, b, 1, p)
+        slow_g = F.conv2d_backward(dy, slow_c)
+    finally:
+        conv_mod._uses_flat_windows = original
+    np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
+    for a, c in zip(fast_g, slow_g):
+        if a is None:
+            assert c is None
+        else:
+            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stride", [1, 2])   # 1: flat windows; 2: slice-loop im2col
+def test_chunked_im2col_matches_unchunked(monkeypatch, stride):
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
-    y_full, c = F.conv2d_forward(x, w, None, 1, 1)
+    y_full, c = F.conv2d_forward(x, w, None, stride, 1)
     g_full = F.conv2d_backward(y_full, c)
     monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", 1)  # one sample per chunk
-    y_chunk, c = F.conv2d_forward(x, w, None, 1, 1)
+    y_chunk, c = F.conv2d_forward(x, w, None, stride, 1)
     g_chunk = F.conv2d_backward(y_full, c)
     np.testing.assert_allclose(y_chunk, y_full, rtol=1e-12)
     for a, b in zip(g_full[:2], g_chunk[:2]):

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minirattn import functional as F, gradcheck
-from helpers import maxpool_naive, shuffled_linspace, noncontiguous
+from helpers import maxpool_backward_naive, maxpool_naive, shuffled_linspace, noncontiguous
 
 
 @st.composite
@@ -47,6 +47,18 @@ def test_ties_send_the_gradient_to_the_first_maximum():
     x = np.array([[[[1.0, 5.0], [5.0, 5.0]]]])         # first maximum in row-major order
     y, c = F.maxpool2d_forward(x, 2, 2, 0)
     np.testing.assert_array_equal(F.maxpool2d_backward(np.ones((1, 1, 1, 1)), c), [[[[0, 1.0], [0, 0]]]])
+
+
+@given(pool_case())
+def test_ties_everywhere_match_the_first_maximum_oracle(case):
+    """Inputs from {0, 1, 2}: most windows hold ties. The separable forward (rows, then columns)
+    must route every dy exactly where the window-by-window row-major argmax does."""
+    shape, k, s, p, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, shape).astype(np.float64)
+    y, c = F.maxpool2d_forward(x, k, s, p)
+    dy = rng.integers(1, 1000, y.shape).astype(np.float64)     # integer sums: exact in any order
+    np.testing.assert_array_equal(F.maxpool2d_backward(dy, c), maxpool_backward_naive(x, dy, k, s, p))
 
 
 def test_padding_never_wins_even_for_very_negative_inputs():

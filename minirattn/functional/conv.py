@@ -2,10 +2,18 @@
 
 Derivation: docs/math/conv.md
 
-The k x k case uses the portable slice-loop im2col (one strided slice copy per
-kernel offset, no fancy indexing, no ``as_strided``), contracted with a matrix
-product; col2im is the same loop with ``+=``. A 1x1 convolution with no padding
-needs no im2col at all: it is one matrix product over channels.
+Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_strided``):
+
+* 1x1 with no padding needs no im2col at all: one matrix product over channels.
+* stride 1 (every 3x3 convolution of the networks but the down-sampling ones) uses
+  *flat windows*: in a zero-padded image flattened row by row, the inputs kernel
+  offset (u, v) reads for a whole row-major output grid of width Wp (the padded
+  width) form ONE contiguous run starting at u Wp + v. im2col is then kh kw
+  contiguous copies, the last kw - 1 columns of each output row are discarded,
+  and dx is the same kind of convolution of the padded dy with the flipped kernel,
+  so backward needs no col2im at all.
+* anything else uses the classic slice-loop im2col (one strided slice copy per
+  kernel offset) and col2im (the same loop with ``+=``), kept as the general path.
 
 The im2col buffer is never larger than :data:`MAX_COL_BYTES`: larger batches are
 processed in chunks, and backward recomputes the columns instead of keeping them.
@@ -43,6 +51,35 @@ def _col2im(dcols, out, kh, kw, sh, sw, Ho, Wo):
         for j in range(kw):
             out[:, :, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw] += dc[:, :, i, j]
     return out
+
+
+def _flat_planes(x, top, left):
+    """(N, C, H, W) -> (N, C, (H + 2 top + 1) (W + 2 left)) zero-padded planes, flattened.
+
+    The extra bottom row absorbs the last window's overrun of kw - 1 elements."""
+    xp = backend.xp_of(x)
+    N, C, H, W = x.shape
+    planes = xp.zeros((N, C, H + 2 * top + 1, W + 2 * left), dtype=x.dtype)
+    planes[:, :, top:top + H, left:left + W] = x
+    return planes.reshape(N, C, -1)
+
+
+def _flat_windows(planes, kh, kw, row, length):
+    """(n, C, S) flattened padded planes of row width ``row`` -> (n, C*kh*kw, length) columns.
+
+    Column block (u, v) is the contiguous run planes[..., u row + v : u row + v + length]."""
+    xp = backend.xp_of(planes)
+    n, C = planes.shape[:2]
+    cols = xp.empty((n, C, kh, kw, length), dtype=planes.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            cols[:, :, u, v] = planes[:, :, u * row + v:u * row + v + length]
+    return cols.reshape(n, C * kh * kw, length)
+
+
+def _uses_flat_windows(stride, padding, kh, kw):
+    """Stride 1 and padding at most k - 1 (so dx is a valid convolution of the padded dy)."""
+    return stride == (1, 1) and padding[0] <= kh - 1 and padding[1] <= kw - 1
 
 
 def _chunks(N, bytes_per_sample):
@@ -85,6 +122,13 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     if kh == kw == 1 and ph == pw == 0:
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         y = xp.matmul(w2, xs.reshape(N, C, Ho * Wo)).reshape(N, F, Ho, Wo)
+    elif _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
+        Wp = W + 2 * pw
+        planes = _flat_planes(x, ph, pw)
+        z = xp.empty((N, F, Ho, Wp), dtype=x.dtype)        # output rows of the padded width
+        for s, e in _chunks(N, C * kh * kw * Ho * Wp * x.dtype.itemsize):
+            z[s:e] = xp.matmul(w2, _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp)).reshape(e - s, F, Ho, Wp)
+        y = xp.ascontiguousarray(z[:, :, :, :Wo])          # drop the kw - 1 wrapped columns
     else:
         xpad = backend.pad(x, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
@@ -122,6 +166,8 @@ def conv2d_backward(dy, cache):
             dx = xp.zeros_like(x)
             dx[:, :, ::sh, ::sw] = dxs
         return dx, dw2.reshape(w.shape), db
+    if _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
+        return _flat_backward(dy, x, w, ph, pw) + (db,)
     xpad = backend.pad(x, ph, pw)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
     dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
@@ -131,3 +177,36 @@ def conv2d_backward(dy, cache):
         _col2im(xp.matmul(w2.T, dy3[s:e]), dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
     dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
     return dx, dw2.reshape(w.shape), db
+
+
+def _flat_backward(dy, x, w, ph, pw):
+    """Stride-1 backward with flat windows: (dx, dw).
+
+    dw = sum_n dz_n cols_n^T, where dz is dy laid out on the forward's padded-width rows with
+    zeros in the discarded columns; dx is the valid convolution of dy zero-padded by k - 1 - p
+    with the kernel flipped in space and transposed in channels (docs/math/conv.md).
+    """
+    xp = backend.xp_of(x, w)
+    N, C, H, W = x.shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    Wp, (qh, qw) = W + 2 * pw, (kh - 1 - ph, kw - 1 - pw)
+    Wq = Wo + 2 * qw                                     # = W + kw - 1
+    dy_planes = _flat_planes(dy, qh, qw)
+    if Wq == Wp:   # "same" padding: dz is a window of the padded dy itself
+        dz = dy_planes[:, :, qh * Wq + qw:qh * Wq + qw + Ho * Wp]
+    else:
+        dz = xp.zeros((N, F, Ho, Wp), dtype=dy.dtype)
+        dz[:, :, :, :Wo] = dy
+        dz = dz.reshape(N, F, Ho * Wp)
+    planes = _flat_planes(x, ph, pw)
+    dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+    for s, e in _chunks(N, C * kh * kw * Ho * Wp * x.dtype.itemsize):
+        cols = _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp)
+        dw2 += xp.matmul(dz[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
+    w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, F * kh * kw)
+    dxz = xp.empty((N, C, H, Wq), dtype=x.dtype)
+    for s, e in _chunks(N, F * kh * kw * H * Wq * x.dtype.itemsize):
+        cols = _flat_windows(dy_planes[s:e], kh, kw, Wq, H * Wq)
+        dxz[s:e] = xp.matmul(w_flip, cols).reshape(e - s, C, H, Wq)
+    return xp.ascontiguousarray(dxz[:, :, :, :W]), dw2.reshape(w.shape)
