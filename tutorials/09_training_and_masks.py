@@ -93,8 +93,11 @@ for name, m in maps.items():
                      for i in range(len(m)) if on_object[i].any()])
     prefers_object[name] = float(np.mean(diff > 0))
     print(f"{name}: mask larger on the object than off it in {prefers_object[name]:.0%} of the images")
+separation = max(abs(share - 0.5) for share in prefers_object.values())
 if not FAST:
-    # On the full run, stage 2's mask (16x16, 32 channels) picks out the object in almost every
-    # image (97% here); stage 1's and stage 3's channel averages do not (34% and 37%): their masks
-    # weigh features, not places, and averaging over channels hides that.
-    assert prefers_object["stage2.1"] > 0.9
+    # The masks are not uniform: on the full run at least one module's mask is larger on the object
+    # than off it (or smaller) in more than 90% of the images. Which module, and which direction, is
+    # not stable: float round-off alone changed it between two builds of this library (stage 2 at 97%
+    # in one; stage 1 at 100% and stage 3 at 2% in the other). The channel average hides what each
+    # channel weighs, so only the separation itself is claimed.
+    assert separation > 0.4
