@@ -38,6 +38,26 @@ def mask_maps(model, x):
     return out
 
 
+def mask_region_share(model, x, region):
+    """{module name: share of the images whose channel-averaged mask is larger inside ``region``
+    than outside it}. region: (N, H, W) bool at the input size; images where it is empty or
+    covers everything are left out. 0.5 means no preference; near 0 or 1, a clear one."""
+    np = backend.numpy
+    region = np.asarray(region, dtype=bool)
+    if region.shape != (x.shape[0],) + tuple(x.shape[2:]):
+        raise ValueError(f"mask_region_share: region must have shape {(x.shape[0],) + tuple(x.shape[2:])}, "
+                         f"got {region.shape}")
+    keep = region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))
+    if not keep.any():
+        raise ValueError("mask_region_share: region is empty or full in every image")
+    shares = {}
+    for name, m in mask_maps(model, x).items():
+        inside = (m * region).sum(axis=(1, 2)) / np.maximum(region.sum(axis=(1, 2)), 1)
+        outside = (m * ~region).sum(axis=(1, 2)) / np.maximum((~region).sum(axis=(1, 2)), 1)
+        shares[name] = float(np.mean((inside > outside)[keep]))
+    return shares
+
+
 def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None):
     """One row per image: the image, then each attention module's mask over it (Fig. 1).
 

@@ -9,7 +9,7 @@ pytest.importorskip("matplotlib", reason="pictures need the `cli` extra (matplot
 from minirattn.cli import main
 from minirattn.data import make_shapes, normalize, pixel_mean
 from minirattn.models import build, feature_response
-from minirattn.viz import mask_maps, plot_feature_response, plot_masks, plot_training_curves
+from minirattn.viz import mask_maps, mask_region_share, plot_feature_response, plot_masks, plot_training_curves
 
 TINY = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
 
@@ -29,6 +29,24 @@ def test_masks_picture(tmp_path):
     assert all(m.shape == (2, 32, 32) for m in maps.values())
     path = plot_masks(net, x, d.x_test, str(tmp_path / "m.png"), d.classes, d.y_test, d.y_test)
     assert png_size(path) == (640, 320)           # (1 + 3 modules) x 2 images, 1.6 in each at 100 dpi
+
+
+def test_mask_region_share_against_a_loop():
+    d = make_shapes(8, 6, seed=1)
+    net = build("attention56", seed=0, **TINY)
+    x = normalize(d.x_test, pixel_mean(d.x_train))
+    region = d.x_test.min(axis=1) > 150
+    region[0] = False                                    # an empty region: left out
+    maps = mask_maps(net, x)
+    shares = mask_region_share(net, x, region)
+    for name, m in maps.items():
+        kept = [i for i in range(len(m)) if region[i].any() and not region[i].all()]
+        expected = np.mean([m[i][region[i]].mean() > m[i][~region[i]].mean() for i in kept])
+        assert shares[name] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="region must have shape"):
+        mask_region_share(net, x, region[:, :16])
+    with pytest.raises(ValueError, match="empty or full"):
+        mask_region_share(net, x, np.zeros_like(region))
 
 
 def test_curves_and_feature_response_pictures(tmp_path):

@@ -8,7 +8,7 @@
 # does, then draw each attention module's mask over test images (the paper's Fig. 1) and measure
 # where the masks are large.
 #
-# Run with `python tutorials/09_training_and_masks.py` (about 4 minutes on 2 cores: the same run as
+# Run with `python tutorials/09_training_and_masks.py` (about 3 minutes on 2 cores: the same run as
 # `minirattn train`); `MINIRATTN_FAST=1` trains for a few iterations only and skips the claims that
 # need the full run.
 
@@ -21,7 +21,7 @@ import numpy as np
 from minirattn import train_cifar
 from minirattn.data import make_shapes, normalize, pixel_mean
 from minirattn.models import collect_masks
-from minirattn.viz import mask_maps, plot_masks, plot_training_curves
+from minirattn.viz import mask_region_share, plot_masks, plot_training_curves
 
 FAST = os.environ.get("MINIRATTN_FAST") == "1"
 run = dict(iterations=60, n_train=1000, n_test=200, eval_every=30) if FAST else \
@@ -61,8 +61,9 @@ assert os.path.getsize(curves) > 0
 # %% [markdown]
 # ## The masks
 # Each attention module's mask $M$ has the shape of its trunk output, values in $[0, 1]$ for the
-# mixed attention $f_1$ (a sigmoid; in float32 it saturates to exactly 0 or 1 for large $|x|$). `collect_masks` runs the network in evaluation mode and returns
-# them; `mask_maps` averages over channels and upsamples to the image size for drawing.
+# mixed attention $f_1$ (a sigmoid; in float32 it saturates to exactly 0 or 1 for large $|x|$).
+# `collect_masks` runs the network in evaluation mode and returns them; `mask_maps` averages over
+# channels and upsamples to the image size for drawing.
 
 # %%
 model = result.model
@@ -81,18 +82,14 @@ print("masks drawn to", png)
 # %% [markdown]
 # ## Where are the masks large?
 # The objects are bright in every channel, the ground is dark: pixels whose darkest channel is above
-# 150 are (almost only) object. For each module we compare the channel-averaged mask on the object
-# with the mask off it, image by image.
+# 150 are mostly object (a bright distractor dot can pass too). `mask_region_share` compares, image
+# by image, each module's channel-averaged mask on those pixels with the mask off them.
 
 # %%
 on_object = x8.min(axis=1) > 150
-maps = mask_maps(model, x)
-prefers_object = {}
-for name, m in maps.items():
-    diff = np.array([m[i][on_object[i]].mean() - m[i][~on_object[i]].mean()
-                     for i in range(len(m)) if on_object[i].any()])
-    prefers_object[name] = float(np.mean(diff > 0))
-    print(f"{name}: mask larger on the object than off it in {prefers_object[name]:.0%} of the images")
+prefers_object = mask_region_share(model, x, on_object)
+for name, share in prefers_object.items():
+    print(f"{name}: mask larger on the object than off it in {share:.0%} of the images")
 separation = max(abs(share - 0.5) for share in prefers_object.values())
 if not FAST:
     # The masks are not uniform: on the full run at least one module's mask is larger on the object

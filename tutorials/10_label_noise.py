@@ -8,7 +8,7 @@
 # each label kept with probability $r$, otherwise replaced by one of the other $K-1$ classes uniformly;
 # the noise level is $1-r$. `minirattn.train.add_label_noise` draws exactly that, seeded, and records
 # which labels it flipped; `train_cifar(label_noise=...)` applies it to the training set only.
-# Run with `python tutorials/10_label_noise.py` (about 4 minutes on 2 cores for the training part;
+# Run with `python tutorials/10_label_noise.py` (about 3 minutes on 2 cores for the training part;
 # `MINIRATTN_FAST=1` trains for a few iterations only and skips the claims that need the full run).
 
 # %%
@@ -20,7 +20,7 @@ import numpy as np
 from minirattn import functional as F, train_cifar
 from minirattn.data import make_shapes, normalize, pixel_mean
 from minirattn.train import add_label_noise
-from minirattn.viz import mask_maps
+from minirattn.viz import mask_region_share
 
 FAST = os.environ.get("MINIRATTN_FAST") == "1"
 
@@ -95,12 +95,9 @@ if not FAST:
 # %%
 x8 = data.x_test[:500]
 on_object = x8.min(axis=1) > 150
-shares = {}
-for name, m in mask_maps(model, normalize(x8, mean)).items():
-    diff = np.array([m[i][on_object[i]].mean() - m[i][~on_object[i]].mean()
-                     for i in range(len(m)) if on_object[i].any()])
-    shares[name] = float(np.mean(diff > 0))
-    print(f"{name}: mask larger on the object in {shares[name]:.0%} of the images")
+shares = mask_region_share(model, normalize(x8, mean), on_object)
+for name, share in shares.items():
+    print(f"{name}: mask larger on the object in {share:.0%} of the images")
 if not FAST:
     # Some module's mask still separates object from ground, but less sharply than on clean labels:
     # here the strongest is stage 2 at 86% (tutorial 09's clean run: one module at 98-100%). As there,

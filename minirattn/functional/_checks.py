@@ -40,6 +40,12 @@ def check_positive_int(name: str, v, minimum: int = 1) -> int:
     return v
 
 
+def check_choice(name: str, value, choices) -> None:
+    """Raise ``ValueError`` naming the allowed values when ``value`` is not one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}: expected one of {choices}")
+
+
 def pair(name: str, v, minimum: int = 1):
     """Turn ``3`` or ``(3, 3)`` into a validated pair of ints."""
     if isinstance(v, (tuple, list)):

@@ -12,7 +12,7 @@ NAL:         H = M * T           (naive attention learning)
 from __future__ import annotations
 
 from .. import backend
-from ._checks import check_array
+from ._checks import check_array, check_choice
 from .activations import sigmoid
 
 MASK_ACTIVATIONS = ("mixed", "channel", "spatial")
@@ -74,14 +74,9 @@ _FORWARD = {"mixed": f1_mixed_forward, "channel": f2_channel_forward, "spatial":
 _BACKWARD = {"mixed": f1_mixed_backward, "channel": f2_channel_backward, "spatial": f3_spatial_backward}
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}: expected one of {choices}")
-
-
 def mask_activation_forward(x, attention="mixed"):
     """Dispatch to f1/f2/f3 by the paper's names "mixed" | "channel" | "spatial"."""
-    _check_choice("attention", attention, MASK_ACTIVATIONS)
+    check_choice("attention", attention, MASK_ACTIVATIONS)
     m, cache = _FORWARD[attention](x)
     return m, (attention, cache)
 
@@ -97,7 +92,7 @@ def attention_residual_forward(t, m, learning="arl"):
     "arl": H = (1 + M) * T (Eq. 3); "nal": H = M * T. The mask acts as a gradient
     filter (Eq. 2): dL/dT = dL/dH * (1 + M) for ARL and dL/dH * M for NAL.
     """
-    _check_choice("learning", learning, LEARNING_RULES)
+    check_choice("learning", learning, LEARNING_RULES)
     check_array("attention trunk T", t, ndim=4)
     check_array("attention mask M", m, ndim=4)
     if t.shape != m.shape:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from .. import backend
 from ._checks import check_array, check_same_dtype, pair
+from ._reduce import channel_sum
 
 #: Upper bound in bytes of one im2col buffer; the batch is chunked to stay below it.
 MAX_COL_BYTES = 64 * 2**20
@@ -144,9 +145,10 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache):
     """Returns (dx, dw, db); db is None when the forward had no bias.
 
-    dx = col2im(w^T dy), dw = sum_n dy_n cols_n^T, db = sum over n, h, w of dy.
-    (A batched matmul against the transposed view and a sum over n is ~3x faster
-    here than tensordot, which copies both operands into 2-D layouts.)
+    dw = sum_n dy_n cols_n^T and db = sum over n, h, w of dy on every path; dx = w^T dy for 1x1,
+    a convolution of the padded dy with the flipped kernel for stride 1 (flat windows), and
+    col2im(w^T dy) otherwise. (A batched matmul against the transposed view and a sum over n is
+    ~3x faster here than tensordot, which copies both operands into 2-D layouts.)
     """
     x, w, has_bias, (sh, sw), (ph, pw) = cache
     xp = backend.xp_of(x, w)
@@ -155,7 +157,7 @@ def conv2d_backward(dy, cache):
     Ho, Wo = dy.shape[2], dy.shape[3]
     w2 = w.reshape(F, C * kh * kw)
     dy3 = dy.reshape(N, F, Ho * Wo)
-    db = dy.sum(axis=(0, 2, 3)) if has_bias else None
+    db = channel_sum(dy) if has_bias else None
     if kh == kw == 1 and ph == pw == 0:
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         dw2 = xp.matmul(dy3, xs.reshape(N, C, Ho * Wo).transpose(0, 2, 1)).sum(axis=0)

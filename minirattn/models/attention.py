@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .. import functional as F
 from .. import nn
+from ..functional._checks import check_choice
 from .units import ResidualUnit, stack
 
 MASKS = ("soft", "local")
@@ -29,8 +30,7 @@ def check_choices(attention="mixed", learning="arl", mask="soft"):
     """Raise a clear ValueError for an unknown attention type, learning rule or mask."""
     for name, value, choices in (("attention", attention, F.MASK_ACTIVATIONS),
                                  ("learning", learning, F.LEARNING_RULES), ("mask", mask, MASKS)):
-        if value not in choices:
-            raise ValueError(f"unknown {name} {value!r}: expected one of {choices}")
+        check_choice(name, value, choices)
 
 
 class MaskHead(nn.Module):

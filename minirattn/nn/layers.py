@@ -9,7 +9,7 @@ import math
 
 from .. import backend
 from .. import functional as F
-from ..functional._checks import check_positive_int, pair
+from ..functional._checks import check_choice, check_positive_int, pair
 from .module import Module
 
 
@@ -183,8 +183,7 @@ class MaskActivation(_Op):
 
     def __init__(self, attention="mixed"):
         super().__init__()
-        if attention not in F.MASK_ACTIVATIONS:
-            raise ValueError(f"unknown attention {attention!r}: expected one of {F.MASK_ACTIVATIONS}")
+        check_choice("attention", attention, F.MASK_ACTIVATIONS)     # fail at construction, not at first call
         self.attention = attention
 
     def _hyper(self):

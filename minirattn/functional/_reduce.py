@@ -1,0 +1,23 @@
+"""Per-channel reductions over (N, H, W) of NCHW arrays, shared by batch norm and conv.
+
+Both are written as matrix products / einsum, which NumPy runs about twice as fast as
+``a.sum(axis=(0, 2, 3))``; the result is the same sum.
+"""
+from __future__ import annotations
+
+from .. import backend
+
+
+def channel_sum(a):
+    """sum over N, H, W of an (N, C, H, W) array -> (C,), as a matrix-vector product
+    (about twice as fast as ``a.sum(axis=(0, 2, 3))`` on NumPy)."""
+    xp = backend.xp_of(a)
+    N, C = a.shape[:2]
+    return xp.matmul(a.reshape(N, C, -1), xp.ones(a[0, 0].size, dtype=a.dtype)).sum(axis=0)
+
+
+def channel_dot(a, b):
+    """sum over N, H, W of a * b -> (C,), without materialising the product."""
+    xp = backend.xp_of(a)
+    N, C = a.shape[:2]
+    return xp.einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
