@@ -170,8 +170,8 @@ def train_cifar(arch: str = "attention92", dataset: str = "cifar10", data_dir: s
     history, start = [], 0
     if resume_from is not None:
         path, (arrays, meta) = resume_from
-        model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
-        opt.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("optim.")})
+        model.load_state_dict(_section(arrays, "model"))
+        opt.load_state_dict(_section(arrays, "optim"))
         start, history = meta["iteration"], meta["history"]
         echo(f"resuming from {path} at iteration {start}")
 
@@ -242,6 +242,12 @@ def train_cifar(arch: str = "attention92", dataset: str = "cifar10", data_dir: s
     return TrainResult(history, test_acc, last_ckpt, metrics_path, config, model)
 
 
+def _section(arrays, name):
+    """The ``name.``-prefixed entries of a checkpoint's arrays, with the prefix removed."""
+    prefix = name + "."
+    return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def _write_metrics(path, config, history):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -255,7 +261,7 @@ def load_trained(path: str, backend: str = "numpy"):
     cfg = meta["config"]
     model = build(cfg["arch"], num_classes=cfg["num_classes"], attention=cfg["attention"],
                   learning=cfg["learning"], mask=cfg["mask"], **cfg["model_kwargs"])
-    model.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("model.")})
+    model.load_state_dict(_section(arrays, "model"))
     return model.to(backend), arrays["data.mean"], meta
 
 
