@@ -20,6 +20,38 @@ def test_relu(shape, seed):
     np.testing.assert_array_equal(x, x0)
 
 
+@given(shapes, st.integers(0, 2**31 - 1))
+def test_relu_inplace_writes_into_its_arguments_and_agrees(shape, seed):
+    rng = np.random.default_rng(seed)
+    x, dy = rng.standard_normal(shape), rng.standard_normal(shape)
+    y_ref, mask = F.relu_forward(x)
+    dx_ref = F.relu_backward(dy, mask)
+    x_in, dy_in = x.copy(), dy.copy()
+    y, c = F.relu_forward(x_in, inplace=True)
+    dx = F.relu_backward(dy_in, c, inplace=True)
+    assert y is x_in and dx is dy_in                      # no new arrays: the point of inplace
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(dx, dx_ref)
+
+
+def test_relu_layer_inplace():
+    from minirattn import nn
+    rng = np.random.default_rng(0)
+    x = away_from_zero(rng, (2, 3, 4, 4))
+    layer, ref = nn.ReLU(inplace=True), nn.ReLU()
+    assert "inplace=True" in repr(layer) and "inplace" not in repr(ref)
+    y_ref = ref(x)
+    x_in = x.copy()
+    y = layer(x_in)
+    assert y is x_in
+    np.testing.assert_array_equal(y, y_ref)
+    dy = rng.standard_normal(x.shape)
+    dx_ref = ref.backward(dy)
+    dy_in = dy.copy()
+    assert layer.backward(dy_in) is dy_in
+    np.testing.assert_array_equal(dy_in, dx_ref)
+
+
 @given(shapes, st.integers(0, 2**31 - 1), st.floats(0.1, 30))
 def test_sigmoid(shape, seed, scale):
     x = np.random.default_rng(seed).standard_normal(shape) * scale

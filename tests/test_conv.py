@@ -97,6 +97,30 @@ def test_chunked_im2col_matches_unchunked(monkeypatch, stride):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("limit", [1, 3000, 20000, 10**9])
+def test_column_buffer_never_exceeds_bound(monkeypatch, stride, limit):
+    """Every im2col buffer, forward and backward, is at most max(MAX_COL_BYTES, one sample's columns)."""
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((7, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", limit)
+    sizes = []
+    for name in ("_flat_windows", "_im2col"):
+        original = getattr(conv_mod, name)
+
+        def recording(*args, _original=original):
+            cols = _original(*args)
+            sizes.append((cols.nbytes, cols.shape[0]))
+            return cols
+        monkeypatch.setattr(conv_mod, name, recording)
+    y, c = F.conv2d_forward(x, w, None, stride, 1)
+    F.conv2d_backward(rng.standard_normal(y.shape), c)
+    assert sizes, "no column buffer was built"
+    for nbytes, n in sizes:
+        assert nbytes <= max(limit, nbytes // n), (nbytes, n, limit)
+    assert sum(n for _, n in sizes) >= 2 * x.shape[0]       # every sample went through (fwd + bwd)
+
+
 @pytest.mark.parametrize("k,stride,padding", [(1, 1, 0), (1, 2, 0), (3, 2, 1), (1, 1, 1)])
 def test_inputs_not_mutated_and_noncontiguous_ok(k, stride, padding):
     rng = np.random.default_rng(0)

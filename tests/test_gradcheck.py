@@ -19,8 +19,8 @@ def test_catches_batchnorm_without_its_variance_term():
     c2 = np.ones(2)
 
     def incomplete(dy, cache):
-        xhat, gamma, inv_std, _ = cache
-        M = xhat.size // xhat.shape[1]
+        xc, gamma, inv_std, _ = cache
+        M = xc.size // xc.shape[1]
         dx = (dy - dy.sum((0, 2, 3), keepdims=True) / M) * (gamma * inv_std)[:, None, None]
         return dx, None, None
     fwd = lambda x: F.batchnorm2d_forward(x, c2, 0 * c2, 0 * c2, c2)[:2]

@@ -1,6 +1,6 @@
 """Per-channel reductions over (N, H, W) of NCHW arrays, shared by batch norm and conv.
 
-Both are written as matrix products / einsum, which NumPy runs about twice as fast as
+Both are written as matrix products, which NumPy runs about twice as fast as
 ``a.sum(axis=(0, 2, 3))``; the result is the same sum.
 """
 from __future__ import annotations
@@ -17,7 +17,10 @@ def channel_sum(a):
 
 
 def channel_dot(a, b):
-    """sum over N, H, W of a * b -> (C,), without materialising the product."""
+    """sum over N, H, W of a * b -> (C,), without materialising the product: one dot product
+    per (n, c) row as a batched (1, P) @ (P, 1) matrix product (about twice as fast as
+    ``einsum("ncp,ncp->c")`` on NumPy), then a sum over n."""
     xp = backend.xp_of(a)
     N, C = a.shape[:2]
-    return xp.einsum("ncp,ncp->c", a.reshape(N, C, -1), b.reshape(N, C, -1))
+    rows = xp.matmul(a.reshape(N, C, 1, -1), b.reshape(N, C, -1, 1))     # (N, C, 1, 1)
+    return rows.reshape(N, C).sum(axis=0)

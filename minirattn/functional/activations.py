@@ -8,15 +8,25 @@ from .. import backend
 from ._checks import check_array
 
 
-def relu_forward(x):
-    """y = max(x, 0). x: any shape. The cache is the mask x > 0."""
+def relu_forward(x, inplace=False):
+    """y = max(x, 0). x: any shape. The cache is the mask x > 0.
+
+    inplace=True writes y into x and returns x: no new array, for callers (such as a
+    BN-ReLU pair) where nothing else reads x afterwards.
+    """
     check_array("relu input x", x)
     mask = x > 0
+    if inplace:
+        x *= mask
+        return x, mask
     return x * mask, mask
 
 
-def relu_backward(dy, cache):
-    """dx = dy * [x > 0] (the subgradient at 0 is taken as 0)."""
+def relu_backward(dy, cache, inplace=False):
+    """dx = dy * [x > 0] (the subgradient at 0 is taken as 0); inplace=True writes dx into dy."""
+    if inplace:
+        dy *= cache
+        return dy
     return dy * cache
 
 

@@ -49,29 +49,32 @@ def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True
         xc = x - mu.reshape(1, C, 1, 1)
         new_mean, new_var = running_mean, running_var
     inv_std = 1.0 / xp.sqrt(var + eps)
-    xhat = xc
-    xhat *= inv_std.reshape(1, C, 1, 1)          # xc is ours: normalise in place
-    y = xhat * gamma.reshape(1, C, 1, 1)
+    # y = xc (gamma inv_std) + beta: two passes, and x - mu is kept for backward rather than
+    # x-hat = xc inv_std, which would cost a third pass here (backward folds inv_std in instead)
+    y = xc * (gamma * inv_std).reshape(1, C, 1, 1)
     y += beta.reshape(1, C, 1, 1)
-    cache = (xhat, gamma, inv_std, training)
+    cache = (xc, gamma, inv_std, training)
     return y, cache, new_mean, new_var
 
 
 def batchnorm2d_backward(dy, cache):
     """Returns (dx, dgamma, dbeta).
 
-    Training: dx = gamma inv_std / M * (M dy - sum(dy) - xhat sum(dy xhat)),
-    two reductions and one elementwise pass. Evaluation: dx = gamma inv_std dy.
+    Training: dx = gamma inv_std / M * (M dy - sum(dy) - xhat sum(dy xhat)) with
+    xhat = (x - mu) inv_std: two reductions and four elementwise passes.
+    Evaluation: dx = gamma inv_std dy.
     """
-    xhat, gamma, inv_std, training = cache
-    N, C, H, W = xhat.shape
+    xc, gamma, inv_std, training = cache
+    N, C, H, W = xc.shape
     M = N * H * W
     dbeta = channel_sum(dy)
-    dgamma = channel_dot(dy, xhat)
-    scale = (gamma * inv_std).reshape(1, C, 1, 1)
+    dgamma = channel_dot(dy, xc) * inv_std               # sum(dy xhat)
+    scale = gamma * inv_std
     if not training:
-        return dy * scale, dgamma, dbeta
-    dx = dy - (dbeta / M).reshape(1, C, 1, 1)
-    dx -= xhat * (dgamma / M).reshape(1, C, 1, 1)
-    dx *= scale
+        return dy * scale.reshape(1, C, 1, 1), dgamma, dbeta
+    dx = xc * (dgamma * inv_std / M).reshape(1, C, 1, 1)        # xhat sum(dy xhat) / M
+    xp = backend.xp_of(dy)
+    xp.subtract(dy, dx, out=dx)
+    dx -= (dbeta / M).reshape(1, C, 1, 1)
+    dx *= scale.reshape(1, C, 1, 1)
     return dx, dgamma, dbeta

@@ -39,9 +39,9 @@ class MaskHead(nn.Module):
     def __init__(self, channels, attention="mixed", *, rng=None, dtype="float32"):
         super().__init__()
         self.body = nn.Sequential(
-            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(),
+            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
-            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(),
+            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
             nn.MaskActivation(attention))
 

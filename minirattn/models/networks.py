@@ -104,7 +104,7 @@ class ResidualAttentionNetwork(nn.Module):
         else:
             self.stem = nn.Sequential(
                 nn.Conv2d(spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=False, **kw),
-                nn.BatchNorm2d(spec.stem_width, dtype=dtype), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+                nn.BatchNorm2d(spec.stem_width, dtype=dtype), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         ch = spec.stem_width
         self.stages = []
         for i, (w, m, k, u) in enumerate(zip(spec.widths, spec.modules, spec.pools, spec.units)):
@@ -120,7 +120,7 @@ class ResidualAttentionNetwork(nn.Module):
             final.append(ResidualUnit(ch, spec.final_width, stride=spec.final_stride if j == 0 else 1, **kw))
             ch = spec.final_width
         self.final = nn.Sequential(*final)
-        self.bn, self.relu, self.pool = nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(), nn.GlobalAvgPool2d()
+        self.bn, self.relu, self.pool = nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(inplace=True), nn.GlobalAvgPool2d()
         self.fc = nn.Linear(ch, num_classes, **kw)
         self.stage_outputs = []
 

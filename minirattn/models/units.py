@@ -5,7 +5,8 @@
     y = r + x                  when the shape is kept
     y = r + conv1x1_stride(a)  (projection shortcut from the first BN-ReLU output) otherwise
 
-All convolutions are bias-free and He-initialised. Derivation of the backward: docs/math/networks.md
+All convolutions are bias-free and He-initialised. The ReLUs work in place (each overwrites the
+batch norm output before it, which nothing else reads). Derivation of the backward: docs/math/networks.md
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ class ResidualUnit(nn.Module):
             raise ValueError(f"ResidualUnit: out_ch must be a positive multiple of 4 (bottleneck out_ch/4), got {out_ch}")
         mid = out_ch // 4
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
-        self.bn1, self.relu1 = nn.BatchNorm2d(in_ch, dtype=dtype), nn.ReLU()
+        self.bn1, self.relu1 = nn.BatchNorm2d(in_ch, dtype=dtype), nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(in_ch, mid, 1, bias=False, rng=rng, dtype=dtype)
-        self.bn2, self.relu2 = nn.BatchNorm2d(mid, dtype=dtype), nn.ReLU()
+        self.bn2, self.relu2 = nn.BatchNorm2d(mid, dtype=dtype), nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False, rng=rng, dtype=dtype)
-        self.bn3, self.relu3 = nn.BatchNorm2d(mid, dtype=dtype), nn.ReLU()
+        self.bn3, self.relu3 = nn.BatchNorm2d(mid, dtype=dtype), nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(mid, out_ch, 1, bias=False, rng=rng, dtype=dtype)
         self.shortcut = (nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False, rng=rng, dtype=dtype)
                          if (in_ch != out_ch or stride != 1) else None)

@@ -142,7 +142,23 @@ class _Op(Module):
 
 
 class ReLU(_Op):
+    """max(x, 0). ``inplace=True`` (as PyTorch's) overwrites the forward's input with the output
+    and the backward's dy with dx: no new arrays, for places where nothing else reads them, such
+    as right after a batch norm (whose cache keeps x - mu, not its output)."""
     _forward, _backward = F.relu_forward, F.relu_backward
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
+
+    def _hyper(self):
+        return (self.inplace,)
+
+    def backward(self, dy):
+        return F.relu_backward(dy, self._need_cache(self._cache), self.inplace)
+
+    def extra_repr(self):
+        return "inplace=True" if self.inplace else ""
 
 
 class Sigmoid(_Op):
