@@ -31,13 +31,17 @@ def relu_backward(dy, cache, inplace=False):
 
 
 def sigmoid(x):
-    """1 / (1 + exp(-x)) computed as exp(-|x|) based branches, so neither side overflows.
+    """1 / (1 + exp(-x)) computed from e = exp(-|x|) <= 1, so nothing overflows.
 
-    For x >= 0: 1 / (1 + e), for x < 0: e / (1 + e), with e = exp(-|x|) <= 1.
+    For x >= 0: 1 / (1 + e), for x < 0: e / (1 + e). The numerator is max(e, [x >= 0]):
+    exactly 1 or exactly e (e <= 1), and two passes cheaper than ``where`` on NumPy.
     """
     xp = backend.xp_of(x)
     e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0, e) / (1.0 + e)
+    y = xp.maximum(e, x >= 0)
+    e += 1.0
+    y /= e
+    return y
 
 
 def sigmoid_forward(x):
