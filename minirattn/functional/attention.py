@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .. import backend
 from ._checks import check_array, check_choice
-from .activations import sigmoid
+from .activations import sigmoid, sigmoid_grad
 
 MASK_ACTIVATIONS = ("mixed", "channel", "spatial")
 LEARNING_RULES = ("arl", "nal")
@@ -28,8 +28,7 @@ def f1_mixed_forward(x):
 
 def f1_mixed_backward(dm, cache):
     """dx = dM * M (1 - M)."""
-    m = cache
-    return dm * m * (1.0 - m)
+    return sigmoid_grad(dm, cache)
 
 
 def f2_channel_forward(x, eps=1e-12):
@@ -63,7 +62,7 @@ def f3_spatial_forward(x, eps=1e-5):
 def f3_spatial_backward(dm, cache):
     """dz = dM M (1 - M); dx = inv_std (dz - mean(dz) - z mean(dz z)), means over H, W."""
     m, z, inv_std = cache
-    dz = dm * m * (1.0 - m)
+    dz = sigmoid_grad(dm, m)
     dx = dz - dz.mean(axis=(2, 3), keepdims=True)
     dx -= z * (dz * z).mean(axis=(2, 3), keepdims=True)
     dx *= inv_std
