@@ -8,9 +8,9 @@ slices), then along columns (kh slices), keeping in each pass the first offset
 that reaches the max (a later value must be strictly greater to win). The first
 row holding the window's max, and the first column of that row holding it, is
 exactly the first maximum in row-major order, so on ties the whole gradient goes
-there, as DESIGN.md decides. Padding is -inf, so it never wins. Backward routes dy
-back through the two passes (columns, then rows), one strided slice per offset:
-no scatter.
+there, as DESIGN.md decides. Padding is -inf, so it never wins. Backward turns the
+two offsets into the flat index of each window's maximum and sums dy there with one
+``bincount`` (it adds up the outputs whose overlapping windows chose the same input).
 """
 from __future__ import annotations
 
@@ -55,18 +55,27 @@ def maxpool2d_forward(x, kernel_size=3, stride=2, padding=1):
 
 
 def maxpool2d_backward(dy, cache):
-    """dx: every dy goes to the (first) maximum of its window, back through the column pass then the row pass."""
+    """dx: every dy goes to the (first) maximum of its window.
+
+    The maximum of output (i, j) sits at padded row sh i + u and column sw j + v, with u = a_h
+    and v = a_w at that row; dy is summed into those flat positions with one ``bincount`` (windows
+    overlap when the stride is below the kernel, so several outputs may pick the same input).
+    """
     shape, a_h, a_w, (kh, kw), (sh, sw), (ph, pw) = cache
     xp = backend.xp_of(dy)
     N, C, H, W = shape
     Ho, Wo = dy.shape[2], dy.shape[3]
-    dr = xp.zeros(a_w.shape, dtype=dy.dtype)                      # gradient of the row maxima r
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    v = xp.zeros(dy.shape, dtype=xp.uint8)          # the column offset in the winning row
     for u in range(kh):
-        dr[:, :, u:u + sh * (Ho - 1) + 1:sh, :] += dy * (a_h == u)
-    dxpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=dy.dtype)
-    for v in range(kw):
-        dxpad[:, :, :, v:v + sw * (Wo - 1) + 1:sw] += dr * (a_w == v)
-    return xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
+        v += (a_h == u) * a_w[:, :, u:u + sh * (Ho - 1) + 1:sh, :]
+    idx = a_h.astype(xp.intp)                       # flat index into the padded (N, C, Hp, Wp) input
+    idx *= Wp
+    idx += v
+    idx += (xp.arange(Ho) * (sh * Wp)).reshape(Ho, 1) + xp.arange(Wo) * sw       # window corners
+    idx += (xp.arange(N * C) * (Hp * Wp)).reshape(N, C, 1, 1)                    # planes
+    dxpad = xp.bincount(idx.ravel(), weights=dy.ravel(), minlength=N * C * Hp * Wp)
+    return xp.ascontiguousarray(dxpad.reshape(N, C, Hp, Wp)[:, :, ph:ph + H, pw:pw + W], dtype=dy.dtype)
 
 
 def global_avgpool_forward(x):
