@@ -131,10 +131,14 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     elif _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
         Wp = W + 2 * pw
         planes = _flat_planes(x, ph, pw)
-        z = xp.empty((N, F, Ho, Wp), dtype=x.dtype)        # output rows of the padded width
+        y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
         for s, e in _chunks(N, C * kh * kw * Ho * Wp * x.dtype.itemsize):
-            z[s:e] = xp.matmul(w2, _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp)).reshape(e - s, F, Ho, Wp)
-        y = xp.ascontiguousarray(z[:, :, :, :Wo])          # drop the kw - 1 wrapped columns
+            z = xp.matmul(w2, _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp))   # rows of the padded width
+            y[s:e] = z.reshape(e - s, F, Ho, Wp)[:, :, :, :Wo]                 # drop the kw - 1 wrapped columns
+        if b is not None:
+            y += b.reshape(1, F, 1, 1)
+        # backward reads the padded planes again: keep them instead of x (about the same size)
+        return y, (planes, w, b is not None, (sh, sw), (ph, pw), x.shape)
     else:
         xpad = backend.pad(x, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
@@ -143,7 +147,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             y[s:e] = xp.matmul(w2, cols).reshape(e - s, F, Ho, Wo)
     if b is not None:
         y += b.reshape(1, F, 1, 1)
-    cache = (x, w, b is not None, (sh, sw), (ph, pw))
+    cache = (x, w, b is not None, (sh, sw), (ph, pw), x.shape)
     return y, cache
 
 
@@ -155,9 +159,8 @@ def conv2d_backward(dy, cache):
     col2im(w^T dy) otherwise. (A batched matmul against the transposed view and a sum over n is
     ~3x faster here than tensordot, which copies both operands into 2-D layouts.)
     """
-    x, w, has_bias, (sh, sw), (ph, pw) = cache
+    x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: the padded planes on the flat path
     xp = backend.xp_of(x, w)
-    N, C, H, W = x.shape
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
     w2 = w.reshape(F, C * kh * kw)
@@ -174,7 +177,7 @@ def conv2d_backward(dy, cache):
             dx[:, :, ::sh, ::sw] = dxs
         return dx, dw2.reshape(w.shape), db
     if _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
-        return _flat_backward(dy, x, w, ph, pw) + (db,)
+        return _flat_backward(dy, x, (N, C, H, W), w, ph, pw) + (db,)
     xpad = backend.pad(x, ph, pw)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
     dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
@@ -186,15 +189,15 @@ def conv2d_backward(dy, cache):
     return dx, dw2.reshape(w.shape), db
 
 
-def _flat_backward(dy, x, w, ph, pw):
-    """Stride-1 backward with flat windows: (dx, dw).
+def _flat_backward(dy, planes, x_shape, w, ph, pw):
+    """Stride-1 backward with flat windows: (dx, dw), from the forward's padded ``planes``.
 
     dw = sum_n dz_n cols_n^T, where dz is dy laid out on the forward's padded-width rows with
     zeros in the discarded columns; dx is the valid convolution of dy zero-padded by k - 1 - p
     with the kernel flipped in space and transposed in channels (docs/math/conv.md).
     """
-    xp = backend.xp_of(x, w)
-    N, C, H, W = x.shape
+    xp = backend.xp_of(planes, w)
+    N, C, H, W = x_shape
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
     Wp, (qh, qw) = W + 2 * pw, (kh - 1 - ph, kw - 1 - pw)
@@ -206,14 +209,13 @@ def _flat_backward(dy, x, w, ph, pw):
         dz = xp.zeros((N, F, Ho, Wp), dtype=dy.dtype)
         dz[:, :, :, :Wo] = dy
         dz = dz.reshape(N, F, Ho * Wp)
-    planes = _flat_planes(x, ph, pw)
-    dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-    for s, e in _chunks(N, C * kh * kw * Ho * Wp * x.dtype.itemsize):
+    dw2 = xp.zeros((F, C * kh * kw), dtype=planes.dtype)
+    for s, e in _chunks(N, C * kh * kw * Ho * Wp * planes.dtype.itemsize):
         cols = _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp)
         dw2 += xp.matmul(dz[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
     w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, F * kh * kw)
-    dxz = xp.empty((N, C, H, Wq), dtype=x.dtype)
-    for s, e in _chunks(N, F * kh * kw * H * Wq * x.dtype.itemsize):
-        cols = _flat_windows(dy_planes[s:e], kh, kw, Wq, H * Wq)
-        dxz[s:e] = xp.matmul(w_flip, cols).reshape(e - s, C, H, Wq)
-    return xp.ascontiguousarray(dxz[:, :, :, :W]), dw2.reshape(w.shape)
+    dx = xp.empty(x_shape, dtype=planes.dtype)
+    for s, e in _chunks(N, F * kh * kw * H * Wq * planes.dtype.itemsize):
+        dxz = xp.matmul(w_flip, _flat_windows(dy_planes[s:e], kh, kw, Wq, H * Wq))
+        dx[s:e] = dxz.reshape(e - s, C, H, Wq)[:, :, :, :W]
+    return dx, dw2.reshape(w.shape)
