@@ -86,6 +86,29 @@ def bilinear_naive(x, Ho, Wo):
     return y
 
 
+def bilinear_backward_naive(dy, H, W):
+    """The adjoint of bilinear_naive, pixel by pixel: each output's gradient is scattered to its
+    four inputs with the same weights."""
+    N, C, Ho, Wo = dy.shape
+    dx = np.zeros((N, C, H, W))
+    for i in range(Ho):
+        sy = 0.0 if Ho == 1 else i * (H - 1) / (Ho - 1)
+        y0 = min(int(np.floor(sy)), max(H - 2, 0))
+        y1 = min(y0 + 1, H - 1)
+        fy = sy - y0
+        for j in range(Wo):
+            sx = 0.0 if Wo == 1 else j * (W - 1) / (Wo - 1)
+            x0 = min(int(np.floor(sx)), max(W - 2, 0))
+            x1 = min(x0 + 1, W - 1)
+            fx = sx - x0
+            g = dy[:, :, i, j]
+            dx[:, :, y0, x0] += (1 - fy) * (1 - fx) * g
+            dx[:, :, y0, x1] += (1 - fy) * fx * g
+            dx[:, :, y1, x0] += fy * (1 - fx) * g
+            dx[:, :, y1, x1] += fy * fx * g
+    return dx
+
+
 def adjoint_gap(forward, x, y_like, rng):
     """|<A x, u> - <x, A^T u>| / scale for a linear op given as (forward, backward) on x."""
     fwd, bwd = forward

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minirattn import functional as F, gradcheck
-from helpers import bilinear_naive, noncontiguous
+from helpers import bilinear_backward_naive, bilinear_naive, noncontiguous
 
 sizes = st.integers(1, 9)
 
@@ -19,6 +19,24 @@ def test_forward_backward_adjoint(N, C, H, W, Ho, Wo, seed):
     u = rng.standard_normal(y.shape)
     lhs, rhs = (y * u).sum(), (x * F.bilinear_backward(u, c)).sum()
     assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
+
+
+@pytest.mark.parametrize("kron_max", [0, 10**9])      # force the separable / the Kronecker path
+@given(st.integers(1, 2), st.integers(1, 3), sizes, sizes, sizes, sizes, st.integers(0, 2**31 - 1))
+def test_both_paths_match_the_oracle(kron_max, N, C, H, W, Ho, Wo, seed):
+    import minirattn.functional.upsample as up
+    old, up.KRON_MAX_ENTRIES = up.KRON_MAX_ENTRIES, kron_max
+    try:
+        rng = np.random.default_rng(seed)
+        x = rng.standard_normal((N, C, H, W))
+        y, c = F.bilinear_forward(x, (Ho, Wo))
+        assert c[0] == ("kron" if kron_max else "separable")
+        np.testing.assert_allclose(y, bilinear_naive(x, Ho, Wo), rtol=1e-12, atol=1e-12)
+        u = rng.standard_normal(y.shape)
+        np.testing.assert_allclose(F.bilinear_backward(u, c), bilinear_backward_naive(u, H, W),
+                                   rtol=1e-12, atol=1e-12)
+    finally:
+        up.KRON_MAX_ENTRIES = old
 
 
 @pytest.mark.parametrize("n_in,n_out", [(8, 16), (7, 16), (4, 8), (2, 32), (16, 16), (5, 3)])

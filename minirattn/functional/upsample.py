@@ -5,7 +5,8 @@ Derivation: docs/math/upsample.md
 Bilinear interpolation is separable and linear: per channel Y = A_h X A_w^T with
 small interpolation matrices (two non-zeros per row). The forward is two matrix
 products and the backward is their transpose, dX = A_h^T dY A_w: no scatter-add,
-identical on NumPy and CuPy. align_corners=True maps output i to input
+identical on NumPy and CuPy. For small maps one product with the Kronecker matrix
+A_h (x) A_w does both steps for all planes at once. align_corners=True maps output i to input
 i (n_in - 1) / (n_out - 1), so the corner pixels line up (Caffe ``Interp``,
 PyTorch ``UpsamplingBilinear2d``).
 """
@@ -38,19 +39,47 @@ def interpolation_matrix(n_out: int, n_in: int, xp, dtype):
     return A
 
 
+#: Up to this many entries in the (Ho Wo, H W) operator K = A_h (x) A_w, planes are mapped by one
+#: product with K; above it, by the separable two-step product.
+KRON_MAX_ENTRIES = 1 << 15
+
+
+def kron_operator(Ho, Wo, H, W, xp, dtype):
+    """K = A_h (x) A_w, (Ho Wo, H W): vec(Y) = K vec(X) for a row-major plane X (cached)."""
+    key = ("kron", xp.__name__, Ho, Wo, H, W, str(dtype))
+    if key not in _cache:
+        A_h, A_w = interpolation_matrix(Ho, H, xp, dtype), interpolation_matrix(Wo, W, xp, dtype)
+        _cache[key] = xp.ascontiguousarray(xp.kron(A_h, A_w))
+    return _cache[key]
+
+
 def bilinear_forward(x, size):
-    """x: (N, C, H, W) -> y: (N, C, Ho, Wo) with (Ho, Wo) = size."""
+    """x: (N, C, H, W) -> y: (N, C, Ho, Wo) with (Ho, Wo) = size.
+
+    Small maps (the mask branches' 4x4 and 8x8): all N C planes times K^T in one matrix product
+    (about 10x faster than N C tiny products, although it multiplies K's zeros too). Larger maps:
+    the rows of all planes times A_w^T in one product, then A_h on each plane.
+    """
     check_array("bilinear input x", x, ndim=4)
     Ho, Wo = pair("size", size, 1)
     xp = backend.xp_of(x)
-    A_h = interpolation_matrix(Ho, x.shape[2], xp, x.dtype)
-    A_w = interpolation_matrix(Wo, x.shape[3], xp, x.dtype)
-    y = xp.matmul(A_h, xp.matmul(x, A_w.T))
-    return y, (A_h, A_w)
+    N, C, H, W = x.shape
+    if Ho * Wo * H * W <= KRON_MAX_ENTRIES:
+        K = kron_operator(Ho, Wo, H, W, xp, x.dtype)
+        return xp.matmul(x.reshape(N * C, H * W), K.T).reshape(N, C, Ho, Wo), ("kron", K, x.shape)
+    A_h = interpolation_matrix(Ho, H, xp, x.dtype)
+    A_w = interpolation_matrix(Wo, W, xp, x.dtype)
+    t = xp.matmul(x.reshape(N * C * H, W), A_w.T).reshape(N, C, H, Wo)
+    return xp.matmul(A_h, t), ("separable", A_h, A_w)
 
 
 def bilinear_backward(dy, cache):
-    """dx = A_h^T dy A_w."""
-    A_h, A_w = cache
+    """dx = A_h^T dy A_w (vec(dx) = K^T vec(dy) on the Kronecker path)."""
     xp = backend.xp_of(dy)
-    return xp.matmul(A_h.T, xp.matmul(dy, A_w))
+    N, C, Ho, Wo = dy.shape
+    path, A, B = cache
+    if path == "kron":                                        # A = K, B = the input's shape
+        return xp.matmul(dy.reshape(N * C, Ho * Wo), A).reshape(B)
+    A_h, A_w = A, B
+    t = xp.matmul(dy.reshape(N * C * Ho, Wo), A_w).reshape(N, C, Ho, A_w.shape[1])
+    return xp.matmul(A_h.T, t)
