@@ -165,3 +165,26 @@ def test_integer_and_mixed_dtypes_rejected():
         F.conv2d_forward(np.zeros((1, 1, 3, 3), np.float32), np.zeros((1, 1, 1, 1)))
     with pytest.raises(ValueError, match="bias has 2 entries, expected 1"):
         F.conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)), np.zeros(2))
+
+
+@pytest.mark.parametrize("k,p", [(3, 1), (5, 2), (3, 0), (3, 2), (2, 1), (2, 0)])
+def test_flat_backward_both_dw_routes_match_the_slice_loop(k, p):
+    """'same' padding (3/1, 5/2) takes dw from the dy windows, the others from the x windows;
+    both against the general im2col/col2im path, with a batch that spans several chunks."""
+    rng = np.random.default_rng(k * 10 + p)
+    x, w = rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, k, k))
+    y, c = F.conv2d_forward(x, w, None, 1, p)
+    dy = rng.standard_normal(y.shape)
+    original_bytes, conv_mod.MAX_COL_BYTES = conv_mod.MAX_COL_BYTES, 4000
+    try:
+        fast = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, 1, p)[1])
+        original = conv_mod._uses_flat_windows
+        conv_mod._uses_flat_windows = lambda *a: False
+        try:
+            slow = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, 1, p)[1])
+        finally:
+            conv_mod._uses_flat_windows = original
+    finally:
+        conv_mod.MAX_COL_BYTES = original_bytes
+    for a, b in zip(fast[:2], slow[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

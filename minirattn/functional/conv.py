@@ -192,9 +192,12 @@ def conv2d_backward(dy, cache):
 def _flat_backward(dy, planes, x_shape, w, ph, pw):
     """Stride-1 backward with flat windows: (dx, dw), from the forward's padded ``planes``.
 
-    dw = sum_n dz_n cols_n^T, where dz is dy laid out on the forward's padded-width rows with
-    zeros in the discarded columns; dx is the valid convolution of dy zero-padded by k - 1 - p
-    with the kernel flipped in space and transposed in channels (docs/math/conv.md).
+    dx is the valid convolution of dy zero-padded by k - 1 - p with the kernel flipped in space
+    and transposed in channels: columns ``cols`` of the padded dy, then one product per chunk.
+    With "same" padding (p = (k - 1) / 2) the same columns give dw too, against x laid out on
+    the same grid, which is a plain window of ``planes``: dw[f, c, u, v] =
+    sum cols[(f, k-1-u, k-1-v)] x[c]. Otherwise dw = sum_n dz_n cols(x)_n^T, dz being dy on the
+    forward's padded-width rows with zeros in the discarded columns (docs/math/conv.md).
     """
     xp = backend.xp_of(planes, w)
     N, C, H, W = x_shape
@@ -203,19 +206,25 @@ def _flat_backward(dy, planes, x_shape, w, ph, pw):
     Wp, (qh, qw) = W + 2 * pw, (kh - 1 - ph, kw - 1 - pw)
     Wq = Wo + 2 * qw                                     # = W + kw - 1
     dy_planes = _flat_planes(dy, qh, qw)
-    if Wq == Wp:   # "same" padding: dz is a window of the padded dy itself
-        dz = dy_planes[:, :, qh * Wq + qw:qh * Wq + qw + Ho * Wp]
-    else:
-        dz = xp.zeros((N, F, Ho, Wp), dtype=dy.dtype)
-        dz[:, :, :, :Wo] = dy
-        dz = dz.reshape(N, F, Ho * Wp)
+    w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, F * kh * kw)
+    same = Wq == Wp                                      # then also Ho = H
+    if same:
+        x_grid = planes[:, :, ph * Wp + pw:ph * Wp + pw + H * Wp]     # x on dy's grid, zeros beyond W
+        dw_flip = xp.zeros((F * kh * kw, C), dtype=planes.dtype)
+    dx = xp.empty(x_shape, dtype=planes.dtype)
+    for s, e in _chunks(N, F * kh * kw * H * Wq * planes.dtype.itemsize):
+        cols = _flat_windows(dy_planes[s:e], kh, kw, Wq, H * Wq)
+        dx[s:e] = xp.matmul(w_flip, cols).reshape(e - s, C, H, Wq)[:, :, :, :W]
+        if same:
+            dw_flip += xp.matmul(cols, x_grid[s:e].transpose(0, 2, 1)).sum(axis=0)
+    if same:
+        dw = dw_flip.reshape(F, kh, kw, C)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+        return dx, xp.ascontiguousarray(dw)
+    dz = xp.zeros((N, F, Ho, Wp), dtype=dy.dtype)
+    dz[:, :, :, :Wo] = dy
+    dz = dz.reshape(N, F, Ho * Wp)
     dw2 = xp.zeros((F, C * kh * kw), dtype=planes.dtype)
     for s, e in _chunks(N, C * kh * kw * Ho * Wp * planes.dtype.itemsize):
         cols = _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp)
         dw2 += xp.matmul(dz[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
-    w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, F * kh * kw)
-    dx = xp.empty(x_shape, dtype=planes.dtype)
-    for s, e in _chunks(N, F * kh * kw * H * Wq * planes.dtype.itemsize):
-        dxz = xp.matmul(w_flip, _flat_windows(dy_planes[s:e], kh, kw, Wq, H * Wq))
-        dx[s:e] = dxz.reshape(e - s, C, H, Wq)[:, :, :, :W]
     return dx, dw2.reshape(w.shape)
