@@ -167,12 +167,17 @@ def test_integer_and_mixed_dtypes_rejected():
         F.conv2d_forward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 1, 1)), np.zeros(2))
 
 
-@pytest.mark.parametrize("k,p", [(3, 1), (5, 2), (3, 0), (3, 2), (2, 1), (2, 0)])
-def test_flat_backward_both_dw_routes_match_the_slice_loop(k, p):
-    """'same' padding (3/1, 5/2) takes dw from the dy windows, the others from the x windows;
-    both against the general im2col/col2im path, with a batch that spans several chunks."""
+@pytest.mark.parametrize("k,p,shape", [
+    (k, p, shape)
+    for k, p in [(3, 1), (5, 2), (3, 0), (3, 2), (2, 1), (2, 0)]
+    for shape in [(5, 3, 7, 6), (2, 2, 1, 1), (2, 1, 2, 1), (3, 2, 1, 4)]
+    if k <= min(shape[2:]) + 2 * p])                    # the kernel fits the padded image
+def test_flat_path_matches_the_slice_loop(k, p, shape):
+    """Flat windows (rows W + p wide, dW from the dy columns) against the general im2col/col2im
+    path, for every padding it takes, images down to 1x1 (the spare rows that absorb the last
+    window's overrun) and a batch that spans several chunks."""
     rng = np.random.default_rng(k * 10 + p)
-    x, w = rng.standard_normal((5, 3, 7, 6)), rng.standard_normal((4, 3, k, k))
+    x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
     y, c = F.conv2d_forward(x, w, None, 1, p)
     dy = rng.standard_normal(y.shape)
     original_bytes, conv_mod.MAX_COL_BYTES = conv_mod.MAX_COL_BYTES, 4000
@@ -186,5 +191,6 @@ def test_flat_backward_both_dw_routes_match_the_slice_loop(k, p):
             conv_mod._uses_flat_windows = original
     finally:
         conv_mod.MAX_COL_BYTES = original_bytes
+    np.testing.assert_allclose(y, conv2d_naive(x, w, None, 1, p), rtol=1e-10, atol=1e-10)
     for a, b in zip(fast[:2], slow[:2]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

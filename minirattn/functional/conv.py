@@ -6,12 +6,13 @@ Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_s
 
 * 1x1 with no padding needs no im2col at all: one matrix product over channels.
 * stride 1 (every 3x3 convolution of the networks but the down-sampling ones) uses
-  *flat windows*: in a zero-padded image flattened row by row, the inputs kernel
-  offset (u, v) reads for a whole row-major output grid of width Wp (the padded
-  width) form ONE contiguous run starting at u Wp + v. im2col is then kh kw
-  contiguous copies, the last kw - 1 columns of each output row are discarded,
-  and dx is the same kind of convolution of the padded dy with the flipped kernel,
-  so backward needs no col2im at all.
+  *flat windows*: in a zero-padded image flattened row by row (rows W + p wide: a
+  row's right padding is the next row's left padding), the inputs kernel offset
+  (u, v) reads for a whole row-major output grid of that width form ONE contiguous
+  run starting at u (W + p) + v. im2col is then kh kw contiguous copies, the
+  wrapped columns past Wo of each output row are discarded, and dx is the same
+  kind of convolution of the padded dy with the flipped kernel, whose columns
+  also give dw: backward needs no col2im and one im2col.
 * anything else uses the classic slice-loop im2col (one strided slice copy per
   kernel offset) and col2im (the same loop with ``+=``), kept as the general path.
 
@@ -58,14 +59,19 @@ def _col2im(dcols, out, kh, kw, sh, sw, Ho, Wo):
     return out
 
 
-def _flat_planes(x, top, left):
-    """(N, C, H, W) -> (N, C, (H + 2 top + 1) (W + 2 left)) zero-padded planes, flattened.
+def _flat_planes(x, top, left, kw):
+    """(N, C, H, W) -> (N, C, R (W + left)) zero-padded planes, flattened row by row.
 
-    The extra bottom row absorbs the last window's overrun of kw - 1 elements."""
+    Each row holds ``left`` zeros, then its W values; the next row's zeros double as this row's
+    right padding, so rows are W + left wide, not W + 2 left. ``top`` zero rows above and below,
+    and spare zero rows for the last window's overrun of kw - 1 elements.
+    """
     xp = backend.xp_of(x)
     N, C, H, W = x.shape
-    planes = xp.zeros((N, C, H + 2 * top + 1, W + 2 * left), dtype=x.dtype)
-    planes[:, :, top:top + H, left:left + W] = x
+    Wr = W + left
+    rows = H + 2 * top + -(-(kw - 1) // Wr)
+    planes = xp.zeros((N, C, rows, Wr), dtype=x.dtype)
+    planes[:, :, top:top + H, left:] = x
     return planes.reshape(N, C, -1)
 
 
@@ -129,12 +135,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         y = xp.matmul(w2, xs.reshape(N, C, Ho * Wo)).reshape(N, F, Ho, Wo)
     elif _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
-        Wp = W + 2 * pw
-        planes = _flat_planes(x, ph, pw)
+        Wr = W + pw                                        # row width of the flat planes
+        planes = _flat_planes(x, ph, pw, kw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-        for s, e in _chunks(N, C * kh * kw * Ho * Wp * x.dtype.itemsize):
-            z = xp.matmul(w2, _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp))   # rows of the padded width
-            y[s:e] = z.reshape(e - s, F, Ho, Wp)[:, :, :, :Wo]                 # drop the kw - 1 wrapped columns
+        for s, e in _chunks(N, C * kh * kw * Ho * Wr * x.dtype.itemsize):
+            z = xp.matmul(w2, _flat_windows(planes[s:e], kh, kw, Wr, Ho * Wr))   # output rows Wr wide
+            y[s:e] = z.reshape(e - s, F, Ho, Wr)[:, :, :, :Wo]                 # drop the Wr - Wo wrapped columns
         if b is not None:
             y += b.reshape(1, F, 1, 1)
         # backward reads the padded planes again: keep them instead of x (about the same size)
@@ -192,39 +198,24 @@ def conv2d_backward(dy, cache):
 def _flat_backward(dy, planes, x_shape, w, ph, pw):
     """Stride-1 backward with flat windows: (dx, dw), from the forward's padded ``planes``.
 
-    dx is the valid convolution of dy zero-padded by k - 1 - p with the kernel flipped in space
-    and transposed in channels: columns ``cols`` of the padded dy, then one product per chunk.
-    With "same" padding (p = (k - 1) / 2) the same columns give dw too, against x laid out on
-    the same grid, which is a plain window of ``planes``: dw[f, c, u, v] =
-    sum cols[(f, k-1-u, k-1-v)] x[c]. Otherwise dw = sum_n dz_n cols(x)_n^T, dz being dy on the
-    forward's padded-width rows with zeros in the discarded columns (docs/math/conv.md).
+    dx is the valid convolution of dy zero-padded by q = k - 1 - p with the kernel flipped in
+    space and transposed in channels: columns ``cols`` of the padded dy, one product per chunk.
+    The same columns give dw, against x laid out on the same grid (rows W + pw wide, zeros past
+    W), which is a plain window of ``planes``: dw[f, c, u, v] = sum cols[(f, k-1-u, k-1-v)] x[c]
+    (docs/math/conv.md).
     """
     xp = backend.xp_of(planes, w)
     N, C, H, W = x_shape
     F, _, kh, kw = w.shape
-    Ho, Wo = dy.shape[2], dy.shape[3]
-    Wp, (qh, qw) = W + 2 * pw, (kh - 1 - ph, kw - 1 - pw)
-    Wq = Wo + 2 * qw                                     # = W + kw - 1
-    dy_planes = _flat_planes(dy, qh, qw)
+    Wr, (qh, qw) = W + pw, (kh - 1 - ph, kw - 1 - pw)
+    dy_planes = _flat_planes(dy, qh, qw, kw)              # rows Wo + qw = W + pw = Wr wide too
     w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, F * kh * kw)
-    same = Wq == Wp                                      # then also Ho = H
-    if same:
-        x_grid = planes[:, :, ph * Wp + pw:ph * Wp + pw + H * Wp]     # x on dy's grid, zeros beyond W
-        dw_flip = xp.zeros((F * kh * kw, C), dtype=planes.dtype)
+    x_grid = planes[:, :, ph * Wr + pw:ph * Wr + pw + H * Wr]     # x on dx's grid, zeros past W
+    dw_flip = xp.zeros((F * kh * kw, C), dtype=planes.dtype)
     dx = xp.empty(x_shape, dtype=planes.dtype)
-    for s, e in _chunks(N, F * kh * kw * H * Wq * planes.dtype.itemsize):
-        cols = _flat_windows(dy_planes[s:e], kh, kw, Wq, H * Wq)
-        dx[s:e] = xp.matmul(w_flip, cols).reshape(e - s, C, H, Wq)[:, :, :, :W]
-        if same:
-            dw_flip += xp.matmul(cols, x_grid[s:e].transpose(0, 2, 1)).sum(axis=0)
-    if same:
-        dw = dw_flip.reshape(F, kh, kw, C)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
-        return dx, xp.ascontiguousarray(dw)
-    dz = xp.zeros((N, F, Ho, Wp), dtype=dy.dtype)
-    dz[:, :, :, :Wo] = dy
-    dz = dz.reshape(N, F, Ho * Wp)
-    dw2 = xp.zeros((F, C * kh * kw), dtype=planes.dtype)
-    for s, e in _chunks(N, C * kh * kw * Ho * Wp * planes.dtype.itemsize):
-        cols = _flat_windows(planes[s:e], kh, kw, Wp, Ho * Wp)
-        dw2 += xp.matmul(dz[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
-    return dx, dw2.reshape(w.shape)
+    for s, e in _chunks(N, F * kh * kw * H * Wr * planes.dtype.itemsize):
+        cols = _flat_windows(dy_planes[s:e], kh, kw, Wr, H * Wr)
+        dx[s:e] = xp.matmul(w_flip, cols).reshape(e - s, C, H, Wr)[:, :, :, :W]
+        dw_flip += xp.matmul(cols, x_grid[s:e].transpose(0, 2, 1)).sum(axis=0)
+    dw = dw_flip.reshape(F, kh, kw, C)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
+    return dx, xp.ascontiguousarray(dw)
