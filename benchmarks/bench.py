@@ -85,20 +85,25 @@ def check_same_answer(twin, ours, x, y):
     return loss64, grad64, loss32, grad32
 
 
+def minirattn_step(net, opt, x, y):
+    """One training step of a minirattn network: forward, cross-entropy, backward, SGD update."""
+    from minirattn import functional as F
+    logits = net(x)
+    _, d = F.softmax_cross_entropy(logits, y, validate=False)
+    net.zero_grad()
+    net.backward(d)
+    opt.step()
+
+
 def time_steps(twin, ours, x, y, repeats):
     import torch
-    from minirattn import functional as F
     from minirattn.train import SGD
     opt_t = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     opt_o = SGD(ours, lr=0.01)
     xt, yt = torch.tensor(x), torch.tensor(y)
 
     def step_ours():
-        logits = ours(x)
-        _, d = F.softmax_cross_entropy(logits, y, validate=False)
-        ours.zero_grad()
-        ours.backward(d)
-        opt_o.step()
+        minirattn_step(ours, opt_o, x, y)
 
     def step_torch():
         opt_t.zero_grad()

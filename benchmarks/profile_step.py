@@ -59,10 +59,9 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3)
     args = p.parse_args(argv)
     sys.path.insert(0, HERE)
-    from bench import _set_threads
+    from bench import _set_threads, minirattn_step
     _set_threads(args.threads)
     import numpy as np
-    from minirattn import functional as F
     from minirattn.models import build
     from minirattn.train import SGD
 
@@ -74,17 +73,11 @@ def main(argv=None):
     totals = collections.defaultdict(float)
     instrument(net, totals)
 
-    def step():
-        logits = net(x)
-        _, d = F.softmax_cross_entropy(logits, y, validate=False)
-        net.zero_grad()
-        net.backward(d)
-        opt.step()
-    step()                                                # warm-up
+    minirattn_step(net, opt, x, y)                       # warm-up
     totals.clear()
     t0 = time.perf_counter()
     for _ in range(args.steps):
-        step()
+        minirattn_step(net, opt, x, y)
     per_step = (time.perf_counter() - t0) / args.steps
 
     kinds = collections.defaultdict(lambda: [0.0, 0.0])   # layer kind -> [forward, backward] per step

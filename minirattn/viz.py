@@ -43,19 +43,53 @@ def mask_region_share(model, x, region):
     than outside it}. region: (N, H, W) bool at the input size; images where it is empty or
     covers everything are left out. 0.5 means no preference; near 0 or 1, a clear one."""
     np = backend.numpy
-    region = np.asarray(region, dtype=bool)
-    if region.shape != (x.shape[0],) + tuple(x.shape[2:]):
-        raise ValueError(f"mask_region_share: region must have shape {(x.shape[0],) + tuple(x.shape[2:])}, "
-                         f"got {region.shape}")
+    region = _checked_region(region, x)
     keep = region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))
-    if not keep.any():
-        raise ValueError("mask_region_share: region is empty or full in every image")
     shares = {}
     for name, m in mask_maps(model, x).items():
         inside = (m * region).sum(axis=(1, 2)) / np.maximum(region.sum(axis=(1, 2)), 1)
         outside = (m * ~region).sum(axis=(1, 2)) / np.maximum((~region).sum(axis=(1, 2)), 1)
         shares[name] = float(np.mean((inside > outside)[keep]))
     return shares
+
+
+def mask_region_gap(model, x, region):
+    """{module name: mean over images and channels of |mask on ``region`` - mask off it|}.
+
+    Each channel of each module's mask M is averaged inside and outside the region at the mask's
+    own resolution, every mask cell weighted by the share of its pixels in the region. region:
+    (N, H, W) bool at the input size, H and W multiples of the masks' sizes; images where it is
+    empty or covers everything are left out. 0 means the masks ignore where the region is.
+    """
+    np = backend.numpy
+    region = _checked_region(region, x)
+    keep = region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))
+    region = region[keep]
+    gaps = {}
+    for name, m in collect_masks(model, x).items():
+        m = backend.to_numpy(m)[keep].astype(np.float64)
+        N, _, h, w = m.shape
+        H, W = region.shape[1:]
+        if H % h or W % w:
+            raise ValueError(f"mask_region_gap: the input size {H}x{W} is not a multiple of {name}'s "
+                             f"mask size {h}x{w}")
+        inside_w = region.reshape(N, h, H // h, w, W // w).mean(axis=(2, 4))[:, None]   # (N, 1, h, w)
+        outside_w = 1.0 - inside_w
+        inside = (m * inside_w).sum(axis=(2, 3)) / inside_w.sum(axis=(2, 3))
+        outside = (m * outside_w).sum(axis=(2, 3)) / outside_w.sum(axis=(2, 3))
+        gaps[name] = float(np.abs(inside - outside).mean())
+    return gaps
+
+
+def _checked_region(region, x):
+    """region as a bool array of shape (N, H, W) matching x, with at least one usable image."""
+    np = backend.numpy
+    region = np.asarray(region, dtype=bool)
+    if region.shape != (x.shape[0],) + tuple(x.shape[2:]):
+        raise ValueError(f"mask region must have shape {(x.shape[0],) + tuple(x.shape[2:])}, got {region.shape}")
+    if not (region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))).any():
+        raise ValueError("mask region is empty or full in every image")
+    return region
 
 
 def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None):

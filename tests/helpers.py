@@ -67,10 +67,9 @@ def maxpool_backward_naive(x, dy, k, s, p):
     return dxp[:, :, p:p + H, p:p + W]
 
 
-def bilinear_naive(x, Ho, Wo):
-    """align_corners=True, written pixel by pixel from the definition."""
-    N, C, H, W = x.shape
-    y = np.zeros((N, C, Ho, Wo))
+def bilinear_taps(H, W, Ho, Wo):
+    """align_corners=True from the definition: for every output pixel (i, j), its four input
+    pixels and their weights [((y, x), weight), ...]."""
     for i in range(Ho):
         sy = 0.0 if Ho == 1 else i * (H - 1) / (Ho - 1)
         y0 = min(int(np.floor(sy)), max(H - 2, 0))
@@ -81,31 +80,28 @@ def bilinear_naive(x, Ho, Wo):
             x0 = min(int(np.floor(sx)), max(W - 2, 0))
             x1 = min(x0 + 1, W - 1)
             fx = sx - x0
-            y[:, :, i, j] = ((1 - fy) * (1 - fx) * x[:, :, y0, x0] + (1 - fy) * fx * x[:, :, y0, x1]
-                             + fy * (1 - fx) * x[:, :, y1, x0] + fy * fx * x[:, :, y1, x1])
+            yield (i, j), [((y0, x0), (1 - fy) * (1 - fx)), ((y0, x1), (1 - fy) * fx),
+                           ((y1, x0), fy * (1 - fx)), ((y1, x1), fy * fx)]
+
+
+def bilinear_naive(x, Ho, Wo):
+    """Bilinear upsampling pixel by pixel: each output is the weighted sum of its four taps."""
+    N, C, H, W = x.shape
+    y = np.zeros((N, C, Ho, Wo))
+    for (i, j), taps in bilinear_taps(H, W, Ho, Wo):
+        for (a, b), weight in taps:
+            y[:, :, i, j] += weight * x[:, :, a, b]
     return y
 
 
 def bilinear_backward_naive(dy, H, W):
     """The adjoint of bilinear_naive, pixel by pixel: each output's gradient is scattered to its
-    four inputs with the same weights."""
+    four taps with the same weights."""
     N, C, Ho, Wo = dy.shape
     dx = np.zeros((N, C, H, W))
-    for i in range(Ho):
-        sy = 0.0 if Ho == 1 else i * (H - 1) / (Ho - 1)
-        y0 = min(int(np.floor(sy)), max(H - 2, 0))
-        y1 = min(y0 + 1, H - 1)
-        fy = sy - y0
-        for j in range(Wo):
-            sx = 0.0 if Wo == 1 else j * (W - 1) / (Wo - 1)
-            x0 = min(int(np.floor(sx)), max(W - 2, 0))
-            x1 = min(x0 + 1, W - 1)
-            fx = sx - x0
-            g = dy[:, :, i, j]
-            dx[:, :, y0, x0] += (1 - fy) * (1 - fx) * g
-            dx[:, :, y0, x1] += (1 - fy) * fx * g
-            dx[:, :, y1, x0] += fy * (1 - fx) * g
-            dx[:, :, y1, x1] += fy * fx * g
+    for (i, j), taps in bilinear_taps(H, W, Ho, Wo):
+        for (a, b), weight in taps:
+            dx[:, :, a, b] += weight * dy[:, :, i, j]
     return dx
 
 

@@ -8,8 +8,8 @@ pytest.importorskip("matplotlib", reason="pictures need the `cli` extra (matplot
 
 from minirattn.cli import main
 from minirattn.data import make_shapes, normalize, pixel_mean
-from minirattn.models import build, feature_response
-from minirattn.viz import mask_maps, mask_region_share, plot_feature_response, plot_masks, plot_training_curves
+from minirattn.models import build, collect_masks, feature_response
+from minirattn.viz import mask_maps, mask_region_gap, mask_region_share, plot_feature_response, plot_masks, plot_training_curves
 
 TINY = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
 
@@ -31,12 +31,18 @@ def test_masks_picture(tmp_path):
     assert png_size(path) == (640, 320)           # (1 + 3 modules) x 2 images, 1.6 in each at 100 dpi
 
 
-def test_mask_region_share_against_a_loop():
+def tiny_net_and_objects():
+    """A tiny Attention-56, six normalised shapes test images and their bright-object pixels,
+    with the first image's region emptied (such images must be left out)."""
     d = make_shapes(8, 6, seed=1)
-    net = build("attention56", seed=0, **TINY)
     x = normalize(d.x_test, pixel_mean(d.x_train))
     region = d.x_test.min(axis=1) > 150
-    region[0] = False                                    # an empty region: left out
+    region[0] = False
+    return build("attention56", seed=0, **TINY), x, region
+
+
+def test_mask_region_share_against_a_loop():
+    net, x, region = tiny_net_and_objects()
     maps = mask_maps(net, x)
     shares = mask_region_share(net, x, region)
     for name, m in maps.items():
@@ -47,6 +53,26 @@ def test_mask_region_share_against_a_loop():
         mask_region_share(net, x, region[:, :16])
     with pytest.raises(ValueError, match="empty or full"):
         mask_region_share(net, x, np.zeros_like(region))
+
+
+def test_mask_region_gap_against_a_loop():
+    net, x, region = tiny_net_and_objects()
+    gaps = mask_region_gap(net, x, region)
+    for name, m in collect_masks(net, x).items():
+        m = np.asarray(m, dtype=np.float64)
+        s = 32 // m.shape[2]
+        diffs = []
+        for i in range(len(m)):
+            if not region[i].any() or region[i].all():
+                continue
+            for c in range(m.shape[1]):
+                up = np.kron(m[i, c], np.ones((s, s)))      # each mask cell over its s x s pixels
+                diffs.append(abs(up[region[i]].mean() - up[~region[i]].mean()))
+        assert gaps[name] == pytest.approx(np.mean(diffs))
+    with pytest.raises(ValueError, match="region must have shape"):
+        mask_region_gap(net, x, region[:, :16])
+    with pytest.raises(ValueError, match="empty or full"):
+        mask_region_gap(net, x, np.ones_like(region))
 
 
 def test_curves_and_feature_response_pictures(tmp_path):

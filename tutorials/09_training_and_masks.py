@@ -8,7 +8,7 @@
 # does, then draw each attention module's mask over test images (the paper's Fig. 1) and measure
 # where the masks are large.
 #
-# Run with `python tutorials/09_training_and_masks.py` (about 3 minutes on 2 cores: the same run as
+# Run with `python tutorials/09_training_and_masks.py` (about 2.5 minutes on 2 cores: the same run as
 # `minirattn train`); `MINIRATTN_FAST=1` trains for a few iterations only and skips the claims that
 # need the full run.
 
@@ -20,8 +20,8 @@ import numpy as np
 
 from minirattn import train_cifar
 from minirattn.data import make_shapes, normalize, pixel_mean
-from minirattn.models import collect_masks
-from minirattn.viz import mask_region_share, plot_masks, plot_training_curves
+from minirattn.models import build, collect_masks
+from minirattn.viz import mask_region_gap, mask_region_share, plot_masks, plot_training_curves
 
 FAST = os.environ.get("MINIRATTN_FAST") == "1"
 run = dict(iterations=60, n_train=1000, n_test=200, eval_every=30) if FAST else \
@@ -49,7 +49,7 @@ print(result.summary())
 first, last = result.history[0], result.history[-1]
 assert last["loss"] < first["loss"]                       # it learns
 if not FAST:
-    assert result.final_test_accuracy > 0.95              # 98.8% on this machine
+    assert result.final_test_accuracy > 0.95              # 98.7% on this machine
 
 # %% [markdown]
 # The training curves come from the metrics file every run writes next to its checkpoints:
@@ -90,11 +90,24 @@ on_object = x8.min(axis=1) > 150
 prefers_object = mask_region_share(model, x, on_object)
 for name, share in prefers_object.items():
     print(f"{name}: mask larger on the object than off it in {share:.0%} of the images")
-separation = max(abs(share - 0.5) for share in prefers_object.values())
+
+# %% [markdown]
+# Those shares alone say little: the untrained network's masks already prefer the bright objects
+# in some stage (a sigmoid of features that respond to brightness), and which stage, and which
+# direction, changed between builds of this library from float round-off alone (stage 2 at 97% in
+# one; stage 1 at 100% in another; 21% / 47% / 13% in a third). What training changes is *how much*
+# the masks depend on where the object is. `mask_region_gap` measures, for every channel of every
+# module, |mask averaged on the object - mask averaged off it|, averaged over channels and images;
+# we compare it with the same network before training (`train_cifar` builds it from `seed=0`).
+
+# %%
+initial = build("attention56_small", num_classes=10, seed=0)
+gap_trained, gap_initial = mask_region_gap(model, x, on_object), mask_region_gap(initial, x, on_object)
+for name in gap_trained:
+    print(f"{name}: object/ground gap {gap_trained[name]:.3f} trained, {gap_initial[name]:.3f} before "
+          f"training ({gap_trained[name] / gap_initial[name]:.1f}x)")
+ratios = [gap_trained[n] / gap_initial[n] for n in gap_trained]
 if not FAST:
-    # The masks are not uniform: on the full run at least one module's mask is larger on the object
-    # than off it (or smaller) in more than 90% of the images. Which module, and which direction, is
-    # not stable: float round-off alone changed it between two builds of this library (stage 2 at 97%
-    # in one; stage 1 at 100% and stage 3 at 2% in the other). The channel average hides what each
-    # channel weighs, so only the separation itself is claimed.
-    assert separation > 0.4
+    # measured here: 2.1x, 3.0x, 1.7x (0.159, 0.171, 0.150 against 0.074, 0.056, 0.090)
+    assert min(ratios) > 1.2                    # every module's mask follows the object more than before
+    assert sum(ratios) / len(ratios) > 1.5      # and on average much more

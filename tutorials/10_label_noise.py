@@ -20,7 +20,8 @@ import numpy as np
 from minirattn import functional as F, train_cifar
 from minirattn.data import make_shapes, normalize, pixel_mean
 from minirattn.train import add_label_noise
-from minirattn.viz import mask_region_share
+from minirattn.models import build
+from minirattn.viz import mask_region_gap, mask_region_share
 
 FAST = os.environ.get("MINIRATTN_FAST") == "1"
 
@@ -82,24 +83,31 @@ print(f"on training images with a wrong label: predicts the true class {true_rat
       f"the wrong label it was taught {taught_rate:.0%}")
 print(f"clean test accuracy: {result.final_test_accuracy:.1%} (training labels right: {1 - noise:.0%})")
 if not FAST:
-    # measured here: 75.5% clean test accuracy; on wrongly labelled training images it predicts the
-    # true class 78% of the time and the wrong label it was taught 2%
+    # measured here: 72.9% clean test accuracy; on wrongly labelled training images it predicts the
+    # true class 73% of the time and the wrong label it was taught 3%
     assert result.final_test_accuracy > 1 - noise      # better than the labels it learned from
     assert true_rate > 10 * taught_rate                # it did not memorise the wrong labels
 
 # %% [markdown]
-# Do the masks still find the object? The same measurement as tutorial 09: for each module, in how
+# Do the masks still follow the object? The same measurements as tutorial 09: for each module, in how
 # many test images the channel-averaged mask is larger on the object (pixels whose darkest channel
-# is above 150) than off it.
+# is above 150) than off it, and the object/ground gap of every channel against the same network
+# before training.
 
 # %%
 x8 = data.x_test[:500]
+x_test = normalize(x8, mean)
 on_object = x8.min(axis=1) > 150
-shares = mask_region_share(model, normalize(x8, mean), on_object)
+shares = mask_region_share(model, x_test, on_object)
 for name, share in shares.items():
     print(f"{name}: mask larger on the object in {share:.0%} of the images")
+initial = build("attention56_small", num_classes=10, seed=0)       # train_cifar's network before training
+gap_trained, gap_initial = mask_region_gap(model, x_test, on_object), mask_region_gap(initial, x_test, on_object)
+ratios = [gap_trained[n] / gap_initial[n] for n in gap_trained]
+for name, r in zip(gap_trained, ratios):
+    print(f"{name}: object/ground gap {gap_trained[name]:.3f} trained, {gap_initial[name]:.3f} before ({r:.1f}x)")
 if not FAST:
-    # Some module's mask still separates object from ground, but less sharply than on clean labels:
-    # here the strongest is stage 2 at 86% (tutorial 09's clean run: one module at 98-100%). As there,
-    # which module it is can change with float round-off, so only the separation is claimed.
-    assert max(abs(share - 0.5) for share in shares.values()) > 0.3
+    # Even taught 30% wrong labels, every module's mask follows the object more than before training:
+    # measured here 2.4x, 2.8x, 1.4x (tutorial 09's clean run: 2.1x, 3.0x, 1.7x).
+    assert min(ratios) > 1.2
+    assert sum(ratios) / len(ratios) > 1.5
