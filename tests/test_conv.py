@@ -83,7 +83,7 @@ def test_flat_windows_path_matches_slice_loop_path(case):
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("stride", [1, 2])   # 1: flat windows; 2: slice-loop im2col
+@pytest.mark.parametrize("stride", [1, 2])   # 1: flat windows; 2: phase planes
 def test_chunked_im2col_matches_unchunked(monkeypatch, stride):
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
@@ -105,7 +105,7 @@ def test_column_buffer_never_exceeds_bound(monkeypatch, stride, limit):
     x, w = rng.standard_normal((7, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", limit)
     sizes = []
-    for name in ("_flat_windows", "_im2col"):
+    for name in ("_flat_windows", "_phase_windows", "_im2col"):
         original = getattr(conv_mod, name)
 
         def recording(*args, _original=original):
@@ -192,5 +192,37 @@ def test_flat_path_matches_the_slice_loop(k, p, shape):
     finally:
         conv_mod.MAX_COL_BYTES = original_bytes
     np.testing.assert_allclose(y, conv2d_naive(x, w, None, 1, p), rtol=1e-10, atol=1e-10)
+    for a, b in zip(fast[:2], slow[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("k,s,p,shape", [
+    (k, s, p, shape)
+    for k, s, p in [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 3, 1), (5, 2, 2), (2, 3, 1), (3, 2, 2)]
+    for shape in [(5, 3, 7, 6), (2, 2, 1, 1), (3, 2, 2, 5), (2, 1, 8, 8)]
+    if k <= min(shape[2:]) + 2 * p])                    # the kernel fits the padded image
+def test_phase_path_matches_the_slice_loop(k, s, p, shape):
+    """Strided convolutions through phase planes against the general im2col/col2im path: output,
+    dx and dw, for odd and even sizes, kernels larger and smaller than the stride, chunked batches."""
+    assert conv_mod._uses_phases((s, s), k, k)
+    rng = np.random.default_rng(k * 100 + s * 10 + p)
+    x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
+    y, _ = F.conv2d_forward(x, w, None, s, p)
+    dy = rng.standard_normal(y.shape)
+    original_bytes, conv_mod.MAX_COL_BYTES = conv_mod.MAX_COL_BYTES, 2000
+    try:
+        fast_y, fast_c = F.conv2d_forward(x, w, None, s, p)
+        fast = F.conv2d_backward(dy, fast_c)
+        original = conv_mod._uses_phases
+        conv_mod._uses_phases = lambda *a: False
+        try:
+            slow_y, slow_c = F.conv2d_forward(x, w, None, s, p)
+            slow = F.conv2d_backward(dy, slow_c)
+        finally:
+            conv_mod._uses_phases = original
+    finally:
+        conv_mod.MAX_COL_BYTES = original_bytes
+    np.testing.assert_allclose(fast_y, conv2d_naive(x, w, None, s, p), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
     for a, b in zip(fast[:2], slow[:2]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -2,7 +2,7 @@
 
 Derivation: docs/math/conv.md
 
-Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_strided``):
+Four paths, all plain slicing and matrix products (no fancy indexing, no ``as_strided``):
 
 * 1x1 with no padding needs no im2col at all: one matrix product over channels.
 * stride 1 (every 3x3 convolution of the networks but the down-sampling ones) uses
@@ -13,8 +13,14 @@ Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_s
   wrapped columns past Wo of each output row are discarded, and dx is the same
   kind of convolution of the padded dy with the flipped kernel, whose columns
   also give dw: backward needs no col2im and one im2col.
-* anything else uses the classic slice-loop im2col (one strided slice copy per
-  kernel offset) and col2im (the same loop with ``+=``), kept as the general path.
+* strides above 1 split the zero-padded input into its s_h s_w *phases* (rows
+  a, a + s_h, .., columns b, b + s_w, ..), each flattened like the flat windows:
+  kernel offset (u, v) then reads one contiguous run of phase (u % s_h, v % s_w),
+  and backward adds each offset's column gradients back onto that run (a col2im
+  without strided writes) before interleaving the phases into dx once.
+* anything else (a 1x1 kernel with padding, stride 1 with padding >= k) uses the
+  classic slice-loop im2col (one strided slice copy per kernel offset) and col2im
+  (the same loop with ``+=``), kept as the general path and as the tests' oracle.
 
 The im2col buffer is never larger than :data:`MAX_COL_BYTES` or one sample's columns,
 whichever is larger: the batch is processed in chunks of samples, and backward
@@ -93,6 +99,55 @@ def _uses_flat_windows(stride, padding, kh, kw):
     return stride == (1, 1) and padding[0] <= kh - 1 and padding[1] <= kw - 1
 
 
+def _uses_phases(stride, kh, kw):
+    """Strides above 1 (but a 1x1 kernel, which needs no columns at all)."""
+    return stride != (1, 1) and (kh, kw) != (1, 1)
+
+
+def _phase_geometry(H, W, kh, kw, sh, sw, ph, pw):
+    """Rows and row width of each phase plane: ceil((H + 2 ph) / sh) + 1 spare row, ceil((W + 2 pw) / sw)."""
+    return -(-(H + 2 * ph) // sh) + 1, -(-(W + 2 * pw) // sw)
+
+
+def _phase_slices(size, stride, pad):
+    """For each phase a: (first x index, its position in the phase, count) of the x indices i
+    whose padded index i + pad is a modulo stride."""
+    out = []
+    for a in range(stride):
+        i0 = (a - pad) % stride
+        out.append((i0, (i0 + pad) // stride, len(range(i0, size, stride))))
+    return out
+
+
+def _phase_planes(x, sh, sw, ph, pw, kh, kw):
+    """(N, C, H, W) -> (sh, sw, N, C, R Wr): phase (a, b) holds the zero-padded input's rows a, a + sh, ..
+    and columns b, b + sw, .., flattened row by row (docs/math/conv.md)."""
+    xp = backend.xp_of(x)
+    N, C, H, W = x.shape
+    rows, Wr = _phase_geometry(H, W, kh, kw, sh, sw, ph, pw)
+    planes = xp.zeros((sh, sw, N, C, rows, Wr), dtype=x.dtype)
+    for a, (h0, r0, nh) in enumerate(_phase_slices(H, sh, ph)):
+        for b, (w0, c0, nw) in enumerate(_phase_slices(W, sw, pw)):
+            if nh and nw:
+                planes[a, b, :, :, r0:r0 + nh, c0:c0 + nw] = x[:, :, h0::sh, w0::sw]
+    return planes.reshape(sh, sw, N, C, rows * Wr)
+
+
+def _phase_runs(kh, kw, sh, sw, Wr):
+    """For each kernel offset (u, v): the phase it reads and where its run starts in that phase."""
+    return [(u, v, u % sh, v % sw, (u // sh) * Wr + v // sw) for u in range(kh) for v in range(kw)]
+
+
+def _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, length):
+    """Columns (n, C kh kw, length) of samples s..e: offset (u, v) is one contiguous run of a phase."""
+    xp = backend.xp_of(planes)
+    C = planes.shape[3]
+    cols = xp.empty((e - s, C, kh, kw, length), dtype=planes.dtype)
+    for u, v, a, b, start in _phase_runs(kh, kw, sh, sw, Wr):
+        cols[:, :, u, v] = planes[a, b, s:e, :, start:start + length]
+    return cols.reshape(e - s, C * kh * kw, length)
+
+
 def _chunks(N, bytes_per_sample):
     """[(start, end), ...] covering range(N) with at most MAX_COL_BYTES of columns each (>= 1 sample)."""
     step = max(1, int(MAX_COL_BYTES // max(1, bytes_per_sample)))
@@ -145,6 +200,16 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             y += b.reshape(1, F, 1, 1)
         # backward reads the padded planes again: keep them instead of x (about the same size)
         return y, (planes, w, b is not None, (sh, sw), (ph, pw), x.shape)
+    elif _uses_phases((sh, sw), kh, kw):
+        planes = _phase_planes(x, sh, sw, ph, pw, kh, kw)
+        Wr = planes.shape[-1] // _phase_geometry(H, W, kh, kw, sh, sw, ph, pw)[0]
+        y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
+        for s, e in _chunks(N, C * kh * kw * Ho * Wr * x.dtype.itemsize):
+            z = xp.matmul(w2, _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, Ho * Wr))
+            y[s:e] = z.reshape(e - s, F, Ho, Wr)[:, :, :, :Wo]
+        if b is not None:
+            y += b.reshape(1, F, 1, 1)
+        return y, (planes, w, b is not None, (sh, sw), (ph, pw), x.shape)
     else:
         xpad = backend.pad(x, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
@@ -184,6 +249,8 @@ def conv2d_backward(dy, cache):
         return dx, dw2.reshape(w.shape), db
     if _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
         return _flat_backward(dy, x, (N, C, H, W), w, ph, pw) + (db,)
+    if _uses_phases((sh, sw), kh, kw):
+        return _phase_backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw)) + (db,)
     xpad = backend.pad(x, ph, pw)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
     dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
@@ -219,3 +286,39 @@ def _flat_backward(dy, planes, x_shape, w, ph, pw):
         dw_flip += xp.matmul(cols, x_grid[s:e].transpose(0, 2, 1)).sum(axis=0)
     dw = dw_flip.reshape(F, kh, kw, C)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
     return dx, xp.ascontiguousarray(dw)
+
+
+def _phase_backward(dy, planes, x_shape, w, stride, padding):
+    """Strided backward from the forward's phase planes: (dx, dw).
+
+    dy is laid on the output grid of phase row width Wr with zeros in the wrapped columns (dz);
+    dw = sum_n dz_n cols_n^T; dx: w^T dz gives every column's gradient, each kernel offset's block
+    is added back onto its contiguous run of its phase (a col2im with no strided writes), and the
+    phases are interleaved into dx once.
+    """
+    xp = backend.xp_of(planes, w)
+    (sh, sw), (ph, pw) = stride, padding
+    N, C, H, W = x_shape
+    F, _, kh, kw = w.shape
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    rows, Wr = _phase_geometry(H, W, kh, kw, sh, sw, ph, pw)
+    L = Ho * Wr
+    dz = xp.zeros((N, F, Ho, Wr), dtype=dy.dtype)
+    dz[:, :, :, :Wo] = dy
+    dz = dz.reshape(N, F, L)
+    w2 = w.reshape(F, C * kh * kw)
+    dw2 = xp.zeros((F, C * kh * kw), dtype=planes.dtype)
+    dplanes = xp.zeros(planes.shape, dtype=planes.dtype)
+    for s, e in _chunks(N, C * kh * kw * L * planes.dtype.itemsize):
+        cols = _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, L)
+        dw2 += xp.matmul(dz[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
+        dcols = xp.matmul(w2.T, dz[s:e]).reshape(e - s, C, kh, kw, L)
+        for u, v, a, b, start in _phase_runs(kh, kw, sh, sw, Wr):
+            dplanes[a, b, s:e, :, start:start + L] += dcols[:, :, u, v]
+    dplanes = dplanes.reshape(sh, sw, N, C, rows, Wr)
+    dx = xp.empty(x_shape, dtype=planes.dtype)
+    for a, (h0, r0, nh) in enumerate(_phase_slices(H, sh, ph)):
+        for b, (w0, c0, nw) in enumerate(_phase_slices(W, sw, pw)):
+            if nh and nw:
+                dx[:, :, h0::sh, w0::sw] = dplanes[a, b, :, :, r0:r0 + nh, c0:c0 + nw]
+    return dx, dw2.reshape(w.shape)
