@@ -104,8 +104,9 @@ def _uses_phases(stride, kh, kw):
     return stride != (1, 1) and (kh, kw) != (1, 1)
 
 
-def _phase_geometry(H, W, kh, kw, sh, sw, ph, pw):
-    """Rows and row width of each phase plane: ceil((H + 2 ph) / sh) + 1 spare row, ceil((W + 2 pw) / sw)."""
+def _phase_geometry(H, W, sh, sw, ph, pw):
+    """Rows and row width of each phase plane: ceil((H + 2 ph) / sh) + 1 spare row (the runs overrun
+    the last row by at most (kw - 1) // sw < row width), and ceil((W + 2 pw) / sw)."""
     return -(-(H + 2 * ph) // sh) + 1, -(-(W + 2 * pw) // sw)
 
 
@@ -119,12 +120,12 @@ def _phase_slices(size, stride, pad):
     return out
 
 
-def _phase_planes(x, sh, sw, ph, pw, kh, kw):
+def _phase_planes(x, sh, sw, ph, pw):
     """(N, C, H, W) -> (sh, sw, N, C, R Wr): phase (a, b) holds the zero-padded input's rows a, a + sh, ..
     and columns b, b + sw, .., flattened row by row (docs/math/conv.md)."""
     xp = backend.xp_of(x)
     N, C, H, W = x.shape
-    rows, Wr = _phase_geometry(H, W, kh, kw, sh, sw, ph, pw)
+    rows, Wr = _phase_geometry(H, W, sh, sw, ph, pw)
     planes = xp.zeros((sh, sw, N, C, rows, Wr), dtype=x.dtype)
     for a, (h0, r0, nh) in enumerate(_phase_slices(H, sh, ph)):
         for b, (w0, c0, nw) in enumerate(_phase_slices(W, sw, pw)):
@@ -201,8 +202,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         # backward reads the padded planes again: keep them instead of x (about the same size)
         return y, (planes, w, b is not None, (sh, sw), (ph, pw), x.shape)
     elif _uses_phases((sh, sw), kh, kw):
-        planes = _phase_planes(x, sh, sw, ph, pw, kh, kw)
-        Wr = planes.shape[-1] // _phase_geometry(H, W, kh, kw, sh, sw, ph, pw)[0]
+        planes = _phase_planes(x, sh, sw, ph, pw)
+        Wr = _phase_geometry(H, W, sh, sw, ph, pw)[1]
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
         for s, e in _chunks(N, C * kh * kw * Ho * Wr * x.dtype.itemsize):
             z = xp.matmul(w2, _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, Ho * Wr))
@@ -225,12 +226,13 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache):
     """Returns (dx, dw, db); db is None when the forward had no bias.
 
-    dw = sum_n dy_n cols_n^T and db = sum over n, h, w of dy on every path; dx = w^T dy for 1x1,
-    a convolution of the padded dy with the flipped kernel for stride 1 (flat windows), and
-    col2im(w^T dy) otherwise. (A batched matmul against the transposed view and a sum over n is
+    db = sum over n, h, w of dy on every path. 1x1: dx = w^T dy, dw = sum_n dy_n x_n^T. Stride 1
+    (flat windows): dx is a convolution of the padded dy with the flipped kernel, and dw comes
+    from the same columns. Strides above 1 (phase planes) and the general path: dw =
+    sum_n dy_n cols_n^T and dx = col2im(w^T dy), onto the phases' runs or by strided slices. (A batched matmul against the transposed view and a sum over n is
     ~3x faster here than tensordot, which copies both operands into 2-D layouts.)
     """
-    x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: the padded planes on the flat path
+    x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: flat or phase planes on those paths
     xp = backend.xp_of(x, w)
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
@@ -301,7 +303,7 @@ def _phase_backward(dy, planes, x_shape, w, stride, padding):
     N, C, H, W = x_shape
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
-    rows, Wr = _phase_geometry(H, W, kh, kw, sh, sw, ph, pw)
+    rows, Wr = _phase_geometry(H, W, sh, sw, ph, pw)
     L = Ho * Wr
     dz = xp.zeros((N, F, Ho, Wr), dtype=dy.dtype)
     dz[:, :, :, :Wo] = dy
