@@ -187,30 +187,20 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     F, _, kh, kw = w.shape
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
     w2 = w.reshape(F, C * kh * kw)
+    kept = x
     if kh == kw == 1 and ph == pw == 0:
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         y = xp.matmul(w2, xs.reshape(N, C, Ho * Wo)).reshape(N, F, Ho, Wo)
-    elif _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
-        Wr = W + pw                                        # row width of the flat planes
-        planes = _flat_planes(x, ph, pw, kw)
+    elif _uses_flat_windows((sh, sw), (ph, pw), kh, kw) or _uses_phases((sh, sw), kh, kw):
+        stride_1 = (sh, sw) == (1, 1)                  # flat windows; else phase planes
+        Wr = W + pw if stride_1 else _phase_geometry(H, W, sh, sw, ph, pw)[1]   # output row width
+        planes = _flat_planes(x, ph, pw, kw) if stride_1 else _phase_planes(x, sh, sw, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
         for s, e in _chunks(N, C * kh * kw * Ho * Wr * x.dtype.itemsize):
-            z = xp.matmul(w2, _flat_windows(planes[s:e], kh, kw, Wr, Ho * Wr))   # output rows Wr wide
-            y[s:e] = z.reshape(e - s, F, Ho, Wr)[:, :, :, :Wo]                 # drop the Wr - Wo wrapped columns
-        if b is not None:
-            y += b.reshape(1, F, 1, 1)
-        # backward reads the padded planes again: keep them instead of x (about the same size)
-        return y, (planes, w, b is not None, (sh, sw), (ph, pw), x.shape)
-    elif _uses_phases((sh, sw), kh, kw):
-        planes = _phase_planes(x, sh, sw, ph, pw)
-        Wr = _phase_geometry(H, W, sh, sw, ph, pw)[1]
-        y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-        for s, e in _chunks(N, C * kh * kw * Ho * Wr * x.dtype.itemsize):
-            z = xp.matmul(w2, _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, Ho * Wr))
-            y[s:e] = z.reshape(e - s, F, Ho, Wr)[:, :, :, :Wo]
-        if b is not None:
-            y += b.reshape(1, F, 1, 1)
-        return y, (planes, w, b is not None, (sh, sw), (ph, pw), x.shape)
+            cols = (_flat_windows(planes[s:e], kh, kw, Wr, Ho * Wr) if stride_1 else
+                    _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, Ho * Wr))
+            y[s:e] = xp.matmul(w2, cols).reshape(e - s, F, Ho, Wr)[:, :, :, :Wo]   # drop wrapped columns
+        kept = planes               # backward reads the padded planes again: keep them instead of x
     else:
         xpad = backend.pad(x, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
@@ -219,8 +209,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
             y[s:e] = xp.matmul(w2, cols).reshape(e - s, F, Ho, Wo)
     if b is not None:
         y += b.reshape(1, F, 1, 1)
-    cache = (x, w, b is not None, (sh, sw), (ph, pw), x.shape)
-    return y, cache
+    return y, (kept, w, b is not None, (sh, sw), (ph, pw), (N, C, H, W))
 
 
 def conv2d_backward(dy, cache):
@@ -229,8 +218,9 @@ def conv2d_backward(dy, cache):
     db = sum over n, h, w of dy on every path. 1x1: dx = w^T dy, dw = sum_n dy_n x_n^T. Stride 1
     (flat windows): dx is a convolution of the padded dy with the flipped kernel, and dw comes
     from the same columns. Strides above 1 (phase planes) and the general path: dw =
-    sum_n dy_n cols_n^T and dx = col2im(w^T dy), onto the phases' runs or by strided slices. (A batched matmul against the transposed view and a sum over n is
-    ~3x faster here than tensordot, which copies both operands into 2-D layouts.)
+    sum_n dy_n cols_n^T and dx = col2im(w^T dy), onto the phases' runs or by strided slices.
+    (A batched matmul against the transposed view and a sum over n is ~3x faster here than
+    tensordot, which copies both operands into 2-D layouts.)
     """
     x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: flat or phase planes on those paths
     xp = backend.xp_of(x, w)
