@@ -43,13 +43,12 @@ def mask_region_share(model, x, region):
     than outside it}. region: (N, H, W) bool at the input size; images where it is empty or
     covers everything are left out. 0.5 means no preference; near 0 or 1, a clear one."""
     np = backend.numpy
-    region = _checked_region(region, x)
-    keep = region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))
+    region, keep = _usable_region(region, x)
     shares = {}
-    for name, m in mask_maps(model, x).items():
-        inside = (m * region).sum(axis=(1, 2)) / np.maximum(region.sum(axis=(1, 2)), 1)
-        outside = (m * ~region).sum(axis=(1, 2)) / np.maximum((~region).sum(axis=(1, 2)), 1)
-        shares[name] = float(np.mean((inside > outside)[keep]))
+    for name, m in mask_maps(model, x[keep]).items():
+        inside = (m * region).sum(axis=(1, 2)) / region.sum(axis=(1, 2))
+        outside = (m * ~region).sum(axis=(1, 2)) / (~region).sum(axis=(1, 2))
+        shares[name] = float(np.mean(inside > outside))
     return shares
 
 
@@ -62,12 +61,10 @@ def mask_region_gap(model, x, region):
     empty or covers everything are left out. 0 means the masks ignore where the region is.
     """
     np = backend.numpy
-    region = _checked_region(region, x)
-    keep = region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))
-    region = region[keep]
+    region, keep = _usable_region(region, x)
     gaps = {}
-    for name, m in collect_masks(model, x).items():
-        m = backend.to_numpy(m)[keep].astype(np.float64)
+    for name, m in collect_masks(model, x[keep]).items():
+        m = backend.to_numpy(m).astype(np.float64)
         N, _, h, w = m.shape
         H, W = region.shape[1:]
         if H % h or W % w:
@@ -81,15 +78,17 @@ def mask_region_gap(model, x, region):
     return gaps
 
 
-def _checked_region(region, x):
-    """region as a bool array of shape (N, H, W) matching x, with at least one usable image."""
+def _usable_region(region, x):
+    """(region of the usable images, their bool index): region must be (N, H, W) bool matching x;
+    images where it is empty or covers everything are left out, and at least one must remain."""
     np = backend.numpy
     region = np.asarray(region, dtype=bool)
     if region.shape != (x.shape[0],) + tuple(x.shape[2:]):
         raise ValueError(f"mask region must have shape {(x.shape[0],) + tuple(x.shape[2:])}, got {region.shape}")
-    if not (region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))).any():
+    keep = region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))
+    if not keep.any():
         raise ValueError("mask region is empty or full in every image")
-    return region
+    return region[keep], keep
 
 
 def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None):
