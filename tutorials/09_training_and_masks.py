@@ -6,7 +6,7 @@
 # generated from a seed, so nothing is downloaded. We train `attention56_small` (the CIFAR
 # Attention-56 layout with widths 16/32/64) with the paper's recipe, exactly as `minirattn train`
 # does, then draw each attention module's mask over test images (the paper's Fig. 1) and measure
-# where the masks are large.
+# how much more the masks follow the objects than before training.
 #
 # Run with `python tutorials/09_training_and_masks.py` (about 2.5 minutes on 2 cores: the same run as
 # `minirattn train`); `MINIRATTN_FAST=1` trains for a few iterations only and skips the claims that
