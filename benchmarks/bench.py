@@ -6,9 +6,11 @@
 Before timing anything it checks that both compute the same thing: the twin's initial weights
 are loaded into minirattn through load_state_dict, and on the same batch the first loss and all
 gradients must agree in float64 to 1e-8 (relative; gradients in L2 norm over all parameters),
-and the float32 loss to 1e-4. The float32 gradients are reported, not asserted: through 56 layers
-of batch norm, accumulation order alone moves them by ~1e-2 in relative L2 (measured 7e-3 for
-Attention-56), so 1e-4 in float32 is not a meaningful bar, while float64 agreement is exact.
+and the float32 loss to 1e-4. Float32 gradients cannot agree to 1e-4: PyTorch's own float32
+gradients are 6e-3 (Attention-56) to 7e-3 (Attention-92) away from the float64 answer on the
+same weights and batch (round-off through 56-92 batch-norm layers). So the float32 check is that
+ours are no farther from the float64 answer than twice PyTorch's distance (measured: about the
+same distance).
 Then it alternates full training steps (forward, cross-entropy, backward, Nesterov SGD) of the
 two and reports medians and the ratio minirattn / PyTorch. Peak resident memory of a training
 step is measured in a fresh child process for each.
@@ -53,6 +55,7 @@ def _setup(arch, batch, seed=0):
 
 
 def _loss_and_grads(twin, ours, x, y):
+    """Both networks' loss and gradients (name -> float64 array) on the same batch."""
     import torch
     from minirattn import functional as F
     logits = ours(x)
@@ -62,27 +65,42 @@ def _loss_and_grads(twin, ours, x, y):
     lt = torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(y))
     twin.zero_grad()
     lt.backward()
-    loss_err = abs(float(loss) - lt.item()) / abs(lt.item())
-    tg = {k: v.grad.numpy() for k, v in twin.named_parameters()}
-    num = sum(float(((g.astype("float64") - tg[k]) ** 2).sum()) for k, _, g in ours.named_parameters())
-    den = sum(float((tg[k].astype("float64") ** 2).sum()) for k, _, _ in ours.named_parameters())
-    return loss_err, (num / den) ** 0.5
+    g_o = {k: g.astype("float64") for k, _, g in ours.named_parameters()}
+    g_t = {k: v.grad.numpy().astype("float64") for k, v in twin.named_parameters()}
+    return float(loss), lt.item(), g_o, g_t
+
+
+def _rel_l2(a, b):
+    """||a - b|| / ||b|| over all parameters' gradients together."""
+    num = sum(float(((a[k] - b[k]) ** 2).sum()) for k in b)
+    den = sum(float((b[k] ** 2).sum()) for k in b)
+    return (num / den) ** 0.5
 
 
 def check_same_answer(twin, ours, x, y):
-    """float64: loss and gradients to 1e-8; float32: loss to 1e-4 (gradients reported)."""
+    """float64: loss and gradients to 1e-8. float32: loss to 1e-4, and our float32 gradients no
+    farther from the exact (float64) ones than 2x PyTorch's own float32 gradients are.
+
+    Returns a dict of the measured relative errors."""
     from torch_twin import numpy_state
     twin.double()
     ours.to(dtype="float64")
     ours.load_state_dict(numpy_state(twin))
-    loss64, grad64 = _loss_and_grads(twin, ours, x.astype("float64"), y)
-    assert loss64 < 1e-8 and grad64 < 1e-8, f"float64: loss rel {loss64:.1e}, gradient rel L2 {grad64:.1e}"
-    twin.float()
+    l_o, l_t, g_o, exact = _loss_and_grads(twin, ours, x.astype("float64"), y)
+    err = {"loss64": abs(l_o - l_t) / abs(l_t), "grad64": _rel_l2(g_o, exact)}
+    assert err["loss64"] < 1e-8 and err["grad64"] < 1e-8, \
+        f"float64: loss rel {err['loss64']:.1e}, gradient rel L2 {err['grad64']:.1e}"
+    twin.float()                                   # the float64 weights were float32 values: exact
     ours.to(dtype="float32")
     ours.load_state_dict(numpy_state(twin))
-    loss32, grad32 = _loss_and_grads(twin, ours, x, y)
-    assert loss32 < 1e-4, f"float32 losses differ by {loss32:.1e} relative"
-    return loss64, grad64, loss32, grad32
+    l_o, l_t, g_o, g_t = _loss_and_grads(twin, ours, x, y)
+    err.update(loss32=abs(l_o - l_t) / abs(l_t), grad32=_rel_l2(g_o, g_t),
+               ours32_exact=_rel_l2(g_o, exact), torch32_exact=_rel_l2(g_t, exact))
+    assert err["loss32"] < 1e-4, f"float32 losses differ by {err['loss32']:.1e} relative"
+    assert err["ours32_exact"] <= 2 * err["torch32_exact"], (
+        f"float32 gradients are {err['ours32_exact']:.1e} from the float64 answer, PyTorch's "
+        f"{err['torch32_exact']:.1e}: more than twice as far")
+    return err
 
 
 def minirattn_step(net, opt, x, y):
@@ -179,13 +197,14 @@ def main(argv=None):
     rows = []
     for arch in args.arch:
         twin, ours, x, y = _setup(arch, args.batch)
-        loss64, grad64, loss32, grad32 = check_same_answer(twin, ours, x, y)
+        err = check_same_answer(twin, ours, x, y)
         t_o, t_t = time_steps(twin, ours, x, y, args.repeats)
         m_o = _child_peak("ours", arch, args.batch, args.threads)
         m_t = _child_peak("torch", arch, args.batch, args.threads)
-        rows.append((arch, grad64, grad32, t_o, t_t, m_o["step_mib"], m_t["step_mib"]))
-        print(f"{arch}: same answer (float64: loss {loss64:.0e}, gradients {grad64:.0e}; float32: loss "
-              f"{loss32:.0e}, gradients {grad32:.0e}); "
+        rows.append((arch, err, t_o, t_t, m_o["step_mib"], m_t["step_mib"]))
+        print(f"{arch}: same answer (float64: loss {err['loss64']:.0e}, gradients {err['grad64']:.0e}; "
+              f"float32: loss {err['loss32']:.0e}, gradients {err['grad32']:.0e} apart, and from the "
+              f"float64 answer ours {err['ours32_exact']:.1e}, PyTorch's {err['torch32_exact']:.1e}); "
               f"step {t_o:.3f} s vs {t_t:.3f} s = {t_o / t_t:.2f}x; "
               f"step memory {m_o['step_mib']:.0f} MiB vs {m_t['step_mib']:.0f} MiB = {m_o['step_mib'] / max(m_t['step_mib'], 1):.2f}x")
     try:
