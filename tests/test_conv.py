@@ -59,22 +59,23 @@ def test_adjoint_identity_in_x(case):
 
 
 @given(conv_case())
-def test_flat_windows_path_matches_slice_loop_path(case):
-    """The stride-1 fast path (flat windows, no col2im) against the general im2col/col2im path."""
+def test_plane_path_at_stride_1_matches_slice_loop_path(case):
+    """The phase-plane path at stride 1 (one phase, rows W + p wide, no col2im) against the general
+    im2col/col2im path."""
     x, w, b, _, p = make(case)
     k = w.shape[2]
     p = min(p, k - 1)
-    assert conv_mod._uses_flat_windows((1, 1), (p, p), k, k)
+    assert conv_mod._uses_planes((1, 1), (p, p), k, k) == (k > 1)
     dy = np.random.default_rng(1).standard_normal(F.conv2d_forward(x, w, b, 1, p)[0].shape)
     fast_y, fast_c = F.conv2d_forward(x, w, b, 1, p)
     fast_g = F.conv2d_backward(dy, fast_c)
-    original = conv_mod._uses_flat_windows
-    conv_mod._uses_flat_windows = lambda *a: False
+    original = conv_mod._uses_planes
+    conv_mod._uses_planes = lambda *a: False
     try:
         slow_y, slow_c = F.conv2d_forward(x, w, b, 1, p)
         slow_g = F.conv2d_backward(dy, slow_c)
     finally:
-        conv_mod._uses_flat_windows = original
+        conv_mod._uses_planes = original
     np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
     for a, c in zip(fast_g, slow_g):
         if a is None:
@@ -83,7 +84,7 @@ def test_flat_windows_path_matches_slice_loop_path(case):
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("stride", [1, 2])   # 1: flat windows; 2: phase planes
+@pytest.mark.parametrize("stride", [1, 2])   # one phase plane; four
 def test_chunked_im2col_matches_unchunked(monkeypatch, stride):
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
@@ -97,23 +98,24 @@ def test_chunked_im2col_matches_unchunked(monkeypatch, stride):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 3)])   # planes (1 phase, 4); slice loop
 @pytest.mark.parametrize("limit", [1, 3000, 20000, 10**9])
-def test_column_buffer_never_exceeds_bound(monkeypatch, stride, limit):
+def test_column_buffer_never_exceeds_bound(monkeypatch, stride, padding, limit):
     """Every im2col buffer, forward and backward, is at most max(MAX_COL_BYTES, one sample's columns)."""
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((7, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
     monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", limit)
     sizes = []
-    for name in ("_flat_windows", "_phase_windows", "_im2col"):
+    for name in ("_plane_windows", "_shifted_runs", "_im2col"):
         original = getattr(conv_mod, name)
 
-        def recording(*args, _original=original):
+        def recording(*args, _original=original, _name=name):
             cols = _original(*args)
-            sizes.append((cols.nbytes, cols.shape[0]))
+            samples = cols.shape[0] if _name == "_im2col" else args[2] - args[1]    # (planes, s, e, ..)
+            sizes.append((cols.nbytes, samples))
             return cols
         monkeypatch.setattr(conv_mod, name, recording)
-    y, c = F.conv2d_forward(x, w, None, stride, 1)
+    y, c = F.conv2d_forward(x, w, None, stride, padding)
     F.conv2d_backward(rng.standard_normal(y.shape), c)
     assert sizes, "no column buffer was built"
     for nbytes, n in sizes:
@@ -172,10 +174,11 @@ def test_integer_and_mixed_dtypes_rejected():
     for k, p in [(3, 1), (5, 2), (3, 0), (3, 2), (2, 1), (2, 0)]
     for shape in [(5, 3, 7, 6), (2, 2, 1, 1), (2, 1, 2, 1), (3, 2, 1, 4)]
     if k <= min(shape[2:]) + 2 * p])                    # the kernel fits the padded image
-def test_flat_path_matches_the_slice_loop(k, p, shape):
-    """Flat windows (rows W + p wide, dW from the dy columns) against the general im2col/col2im
-    path, for every padding it takes, images down to 1x1 (the spare rows that absorb the last
-    window's overrun) and a batch that spans several chunks."""
+def test_plane_path_at_stride_1_matches_the_slice_loop(k, p, shape):
+    """The phase-plane path at stride 1 (rows W + p wide and H + p rows per sample, padding shared
+    with the neighbours; dW from the dy columns) against the general im2col/col2im path, for every
+    padding it takes, images down to 1x1 (the spare zeros that absorb the last sample's overrun)
+    and a batch that spans several chunks."""
     rng = np.random.default_rng(k * 10 + p)
     x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
     y, c = F.conv2d_forward(x, w, None, 1, p)
@@ -183,12 +186,12 @@ def test_flat_path_matches_the_slice_loop(k, p, shape):
     original_bytes, conv_mod.MAX_COL_BYTES = conv_mod.MAX_COL_BYTES, 4000
     try:
         fast = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, 1, p)[1])
-        original = conv_mod._uses_flat_windows
-        conv_mod._uses_flat_windows = lambda *a: False
+        original = conv_mod._uses_planes
+        conv_mod._uses_planes = lambda *a: False
         try:
             slow = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, 1, p)[1])
         finally:
-            conv_mod._uses_flat_windows = original
+            conv_mod._uses_planes = original
     finally:
         conv_mod.MAX_COL_BYTES = original_bytes
     np.testing.assert_allclose(y, conv2d_naive(x, w, None, 1, p), rtol=1e-10, atol=1e-10)
@@ -201,10 +204,10 @@ def test_flat_path_matches_the_slice_loop(k, p, shape):
     for k, s, p in [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 3, 1), (5, 2, 2), (2, 3, 1), (3, 2, 2)]
     for shape in [(5, 3, 7, 6), (2, 2, 1, 1), (3, 2, 2, 5), (2, 1, 8, 8)]
     if k <= min(shape[2:]) + 2 * p])                    # the kernel fits the padded image
-def test_phase_path_matches_the_slice_loop(k, s, p, shape):
+def test_plane_path_with_strides_matches_the_slice_loop(k, s, p, shape):
     """Strided convolutions through phase planes against the general im2col/col2im path: output,
     dx and dw, for odd and even sizes, kernels larger and smaller than the stride, chunked batches."""
-    assert conv_mod._uses_phases((s, s), k, k)
+    assert conv_mod._uses_planes((s, s), (p, p), k, k)
     rng = np.random.default_rng(k * 100 + s * 10 + p)
     x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
     y, _ = F.conv2d_forward(x, w, None, s, p)
@@ -213,13 +216,13 @@ def test_phase_path_matches_the_slice_loop(k, s, p, shape):
     try:
         fast_y, fast_c = F.conv2d_forward(x, w, None, s, p)
         fast = F.conv2d_backward(dy, fast_c)
-        original = conv_mod._uses_phases
-        conv_mod._uses_phases = lambda *a: False
+        original = conv_mod._uses_planes
+        conv_mod._uses_planes = lambda *a: False
         try:
             slow_y, slow_c = F.conv2d_forward(x, w, None, s, p)
             slow = F.conv2d_backward(dy, slow_c)
         finally:
-            conv_mod._uses_phases = original
+            conv_mod._uses_planes = original
     finally:
         conv_mod.MAX_COL_BYTES = original_bytes
     np.testing.assert_allclose(fast_y, conv2d_naive(x, w, None, s, p), rtol=1e-10, atol=1e-10)

@@ -65,49 +65,25 @@ def _col2im(dcols, out, kh, kw, sh, sw, Ho, Wo):
     return out
 
 
-def _flat_planes(x, top, left, kw):
-    """(N, C, H, W) -> (N, C, R (W + left)) zero-padded planes, flattened row by row.
-
-    Each row holds ``left`` zeros, then its W values; the next row's zeros double as this row's
-    right padding, so rows are W + left wide, not W + 2 left. ``top`` zero rows above and below,
-    and spare zero rows for the last window's overrun of kw - 1 elements.
-    """
-    xp = backend.xp_of(x)
-    N, C, H, W = x.shape
-    Wr = W + left
-    rows = H + 2 * top + -(-(kw - 1) // Wr)
-    planes = xp.zeros((N, C, rows, Wr), dtype=x.dtype)
-    planes[:, :, top:top + H, left:] = x
-    return planes.reshape(N, C, -1)
+def _uses_planes(stride, padding, kh, kw):
+    """The phase-plane path: every kernel but 1x1, on each axis a stride above 1 or a padding of at
+    most k - 1 (with stride 1 the zero rows and columns are shared between neighbours, which
+    needs p <= k - 1; larger paddings take the general slice loop)."""
+    return (kh, kw) != (1, 1) and all(s > 1 or p <= k - 1 for s, p, k in zip(stride, padding, (kh, kw)))
 
 
-def _flat_windows(planes, kh, kw, row, length):
-    """(n, C, S) flattened padded planes of row width ``row`` -> (n, C*kh*kw, length) columns.
+def _plane_geometry(H, W, stride, padding, kh, kw):
+    """(R, Wr, Dh, Dw): rows and row width of one sample's phase plane, and the largest shift
+    floor((k - 1) / s) of a kernel offset within its phase, per axis.
 
-    Column block (u, v) is the contiguous run planes[..., u row + v : u row + v + length]."""
-    xp = backend.xp_of(planes)
-    n, C = planes.shape[:2]
-    cols = xp.empty((n, C, kh, kw, length), dtype=planes.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            cols[:, :, u, v] = planes[:, :, u * row + v:u * row + v + length]
-    return cols.reshape(n, C * kh * kw, length)
-
-
-def _uses_flat_windows(stride, padding, kh, kw):
-    """Stride 1 and padding at most k - 1 (so dx is a valid convolution of the padded dy)."""
-    return stride == (1, 1) and padding[0] <= kh - 1 and padding[1] <= kw - 1
-
-
-def _uses_phases(stride, kh, kw):
-    """Strides above 1 (but a 1x1 kernel, which needs no columns at all)."""
-    return stride != (1, 1) and (kh, kw) != (1, 1)
-
-
-def _phase_geometry(H, W, sh, sw, ph, pw):
-    """Rows and row width of each phase plane: ceil((H + 2 ph) / sh) + 1 spare row (the runs overrun
-    the last row by at most (kw - 1) // sw < row width), and ceil((W + 2 pw) / sw)."""
-    return -(-(H + 2 * ph) // sh) + 1, -(-(W + 2 * pw) // sw)
+    With a stride above 1 a phase holds ceil((H + 2 p) / s) rows of the padded input. With stride 1
+    (one phase, the padded input itself) a row holds p zeros and its W values, W + p wide: its right
+    padding is the next row's left padding; likewise H + p rows, the bottom padding being the next
+    sample's top padding (docs/math/conv.md)."""
+    (sh, sw), (ph, pw) = stride, padding
+    R = H + ph if sh == 1 else -(-(H + 2 * ph) // sh)
+    Wr = W + pw if sw == 1 else -(-(W + 2 * pw) // sw)
+    return R, Wr, (kh - 1) // sh, (kw - 1) // sw
 
 
 def _phase_slices(size, stride, pad):
@@ -120,33 +96,71 @@ def _phase_slices(size, stride, pad):
     return out
 
 
-def _phase_planes(x, sh, sw, ph, pw):
-    """(N, C, H, W) -> (sh, sw, N, C, R Wr): phase (a, b) holds the zero-padded input's rows a, a + sh, ..
-    and columns b, b + sw, .., flattened row by row (docs/math/conv.md)."""
+def _phase_planes(x, stride, padding, R, Wr, spare):
+    """(N, C, H, W) -> (sh, sw, C, N R Wr + spare) zero-padded phase planes, channel-major.
+
+    Phase (a, b) holds the padded input's rows a, a + sh, .. and columns b, b + sw, ..: for each
+    channel, every sample's R x Wr plane flattened row by row, one sample after the other, then
+    ``spare`` zeros (the last sample's windows overrun its plane by up to Dh Wr + Dw)."""
     xp = backend.xp_of(x)
+    (sh, sw), (ph, pw) = stride, padding
     N, C, H, W = x.shape
-    rows, Wr = _phase_geometry(H, W, sh, sw, ph, pw)
-    planes = xp.zeros((sh, sw, N, C, rows, Wr), dtype=x.dtype)
+    planes = xp.zeros((sh, sw, C, N * R * Wr + spare), dtype=x.dtype)
+    grid = planes[:, :, :, :N * R * Wr].reshape(sh, sw, C, N, R, Wr)
+    xt = x.transpose(1, 0, 2, 3)
     for a, (h0, r0, nh) in enumerate(_phase_slices(H, sh, ph)):
         for b, (w0, c0, nw) in enumerate(_phase_slices(W, sw, pw)):
             if nh and nw:
-                planes[a, b, :, :, r0:r0 + nh, c0:c0 + nw] = x[:, :, h0::sh, w0::sw]
-    return planes.reshape(sh, sw, N, C, rows * Wr)
+                grid[a, b, :, :, r0:r0 + nh, c0:c0 + nw] = xt[:, :, h0::sh, w0::sw]
+    return planes
 
 
-def _phase_runs(kh, kw, sh, sw, Wr):
-    """For each kernel offset (u, v): the phase it reads and where its run starts in that phase."""
-    return [(u, v, u % sh, v % sw, (u // sh) * Wr + v // sw) for u in range(kh) for v in range(kw)]
-
-
-def _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, length):
-    """Columns (n, C kh kw, length) of samples s..e: offset (u, v) is one contiguous run of a phase."""
+def _plane_windows(planes, s, e, kh, kw, stride, Wr, L):
+    """Columns (C kh kw, (e - s) L) of samples s..e: kernel offset (u, v) reads, for every channel,
+    ONE contiguous run of phase (u mod sh, v mod sw), starting floor(u / sh) Wr + floor(v / sw) past
+    sample s's plane."""
     xp = backend.xp_of(planes)
-    C = planes.shape[3]
-    cols = xp.empty((e - s, C, kh, kw, length), dtype=planes.dtype)
-    for u, v, a, b, start in _phase_runs(kh, kw, sh, sw, Wr):
-        cols[:, :, u, v] = planes[a, b, s:e, :, start:start + length]
-    return cols.reshape(e - s, C * kh * kw, length)
+    sh, sw = stride
+    C, n = planes.shape[2], e - s
+    cols = xp.empty((C, kh, kw, n * L), dtype=planes.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            start = s * L + (u // sh) * Wr + v // sw
+            cols[:, u, v] = planes[u % sh, v % sw, :, start:start + n * L]
+    return cols.reshape(C * kh * kw, n * L)
+
+
+def _shifted_runs(dy_planes, s, e, Dh, Dw, Wr, L):
+    """Columns (Dh + 1, Dw + 1, F, (e - s) L): for every shift (dr, dc), dy moved down dr rows and
+    right dc columns on the planes' grid, one contiguous run each."""
+    xp = backend.xp_of(dy_planes)
+    F, n = dy_planes.shape[0], e - s
+    cols = xp.empty((Dh + 1, Dw + 1, F, n * L), dtype=dy_planes.dtype)
+    for dr in range(Dh + 1):
+        for dc in range(Dw + 1):
+            start = s * L + (Dh - dr) * Wr + (Dw - dc)
+            cols[dr, dc] = dy_planes[:, start:start + n * L]
+    return cols
+
+
+def _phase_kernels(w, stride, Dw):
+    """For each phase (a, b) that some kernel offset reads: (a, b, blocks), a block being
+    (d0, d1, nc, w_block) for the shifts dr in d0..d1-1 and dc in 0..nc-1, with w_block (C, K) the
+    offsets (a + sh dr, b + sw dc) in the order of the shifted-run columns. One block when its
+    shifts are whole rows of those columns (or one row), else one block per row."""
+    xp = backend.xp_of(w)
+    (sh, sw), C = stride, w.shape[1]
+    out = []
+    for a in range(sh):
+        for b in range(sw):
+            sub = w[:, :, a::sh, b::sw]                           # (F, C, nr, nc)
+            nr, nc = sub.shape[2], sub.shape[3]
+            if nr == 0 or nc == 0:
+                continue
+            w_ab = xp.ascontiguousarray(sub.transpose(1, 2, 3, 0))  # (C, nr, nc, F)
+            rows = [(0, nr)] if nc == Dw + 1 or nr == 1 else [(d, d + 1) for d in range(nr)]
+            out.append((a, b, [(d0, d1, nc, w_ab[:, d0:d1].reshape(C, -1)) for d0, d1 in rows]))
+    return out
 
 
 def _chunks(N, bytes_per_sample):
@@ -191,15 +205,14 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     if kh == kw == 1 and ph == pw == 0:
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         y = xp.matmul(w2, xs.reshape(N, C, Ho * Wo)).reshape(N, F, Ho, Wo)
-    elif _uses_flat_windows((sh, sw), (ph, pw), kh, kw) or _uses_phases((sh, sw), kh, kw):
-        stride_1 = (sh, sw) == (1, 1)                  # flat windows; else phase planes
-        Wr = W + pw if stride_1 else _phase_geometry(H, W, sh, sw, ph, pw)[1]   # output row width
-        planes = _flat_planes(x, ph, pw, kw) if stride_1 else _phase_planes(x, sh, sw, ph, pw)
+    elif _uses_planes((sh, sw), (ph, pw), kh, kw):
+        R, Wr, Dh, Dw = _plane_geometry(H, W, (sh, sw), (ph, pw), kh, kw)
+        L = R * Wr                                     # one sample's output grid: R rows, Wr wide
+        planes = _phase_planes(x, (sh, sw), (ph, pw), R, Wr, Dh * Wr + Dw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-        for s, e in _chunks(N, C * kh * kw * Ho * Wr * x.dtype.itemsize):
-            cols = (_flat_windows(planes[s:e], kh, kw, Wr, Ho * Wr) if stride_1 else
-                    _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, Ho * Wr))
-            y[s:e] = xp.matmul(w2, cols).reshape(e - s, F, Ho, Wr)[:, :, :, :Wo]   # drop wrapped columns
+        for s, e in _chunks(N, C * kh * kw * L * x.dtype.itemsize):
+            z = xp.matmul(w2, _plane_windows(planes, s, e, kh, kw, (sh, sw), Wr, L))    # (F, n L)
+            y[s:e] = z.reshape(F, e - s, R, Wr)[:, :, :Ho, :Wo].transpose(1, 0, 2, 3)  # drop the rest
         kept = planes               # backward reads the padded planes again: keep them instead of x
     else:
         xpad = backend.pad(x, ph, pw)
@@ -239,10 +252,8 @@ def conv2d_backward(dy, cache):
             dx = xp.zeros_like(x)
             dx[:, :, ::sh, ::sw] = dxs
         return dx, dw2.reshape(w.shape), db
-    if _uses_flat_windows((sh, sw), (ph, pw), kh, kw):
-        return _flat_backward(dy, x, (N, C, H, W), w, ph, pw) + (db,)
-    if _uses_phases((sh, sw), kh, kw):
-        return _phase_backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw)) + (db,)
+    if _uses_planes((sh, sw), (ph, pw), kh, kw):
+        return _plane_backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw)) + (db,)
     xpad = backend.pad(x, ph, pw)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
     dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
@@ -254,63 +265,48 @@ def conv2d_backward(dy, cache):
     return dx, dw2.reshape(w.shape), db
 
 
-def _flat_backward(dy, planes, x_shape, w, ph, pw):
-    """Stride-1 backward with flat windows: (dx, dw), from the forward's padded ``planes``.
+def _plane_backward(dy, planes, x_shape, w, stride, padding):
+    """Backward of the phase-plane path, from the forward's ``planes``: (dx, dw).
 
-    dx is the valid convolution of dy zero-padded by q = k - 1 - p with the kernel flipped in
-    space and transposed in channels: columns ``cols`` of the padded dy, one product per chunk.
-    The same columns give dw, against x laid out on the same grid (rows W + pw wide, zeros past
-    W), which is a plain window of ``planes``: dw[f, c, u, v] = sum cols[(f, k-1-u, k-1-v)] x[c]
-    (docs/math/conv.md).
-    """
-    xp = backend.xp_of(planes, w)
-    N, C, H, W = x_shape
-    F, _, kh, kw = w.shape
-    Wr, (qh, qw) = W + pw, (kh - 1 - ph, kw - 1 - pw)
-    dy_planes = _flat_planes(dy, qh, qw, kw)              # rows Wo + qw = W + pw = Wr wide too
-    w_flip = xp.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(C, F * kh * kw)
-    x_grid = planes[:, :, ph * Wr + pw:ph * Wr + pw + H * Wr]     # x on dx's grid, zeros past W
-    dw_flip = xp.zeros((F * kh * kw, C), dtype=planes.dtype)
-    dx = xp.empty(x_shape, dtype=planes.dtype)
-    for s, e in _chunks(N, F * kh * kw * H * Wr * planes.dtype.itemsize):
-        cols = _flat_windows(dy_planes[s:e], kh, kw, Wr, H * Wr)
-        dx[s:e] = xp.matmul(w_flip, cols).reshape(e - s, C, H, Wr)[:, :, :, :W]
-        dw_flip += xp.matmul(cols, x_grid[s:e].transpose(0, 2, 1)).sum(axis=0)
-    dw = dw_flip.reshape(F, kh, kw, C)[:, ::-1, ::-1, :].transpose(0, 3, 1, 2)
-    return dx, xp.ascontiguousarray(dw)
-
-
-def _phase_backward(dy, planes, x_shape, w, stride, padding):
-    """Strided backward from the forward's phase planes: (dx, dw).
-
-    dy is laid on the output grid of phase row width Wr with zeros in the wrapped columns (dz);
-    dw = sum_n dz_n cols_n^T; dx: w^T dz gives every column's gradient, each kernel offset's block
-    is added back onto its contiguous run of its phase (a col2im with no strided writes), and the
-    phases are interleaved into dx once.
+    Each phase of dx is a stride-1 convolution of dy with that phase's sub-kernel w[:, :, a::sh, b::sw]
+    (transposed in channels): dx_ab[r, c] = sum over its offsets of w[., ., a + sh dr, b + sw dc]^T
+    dy[r - dr, c - dc]. So dy is laid on the planes' grid once (``dy_planes``, shifted by (Dh, Dw)),
+    every shift is one contiguous run (``_shifted_runs``), each phase is one product per block of its
+    offsets, cropped (and, for strides above 1, interleaved) into dx; and the same columns times
+    the phase plane give dw: dw[f, c, a + sh dr, b + sw dc] = sum cols[dr, dc, f] x_ab[c]
+    (docs/math/conv.md). No col2im, one set of columns.
     """
     xp = backend.xp_of(planes, w)
     (sh, sw), (ph, pw) = stride, padding
     N, C, H, W = x_shape
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
-    rows, Wr = _phase_geometry(H, W, sh, sw, ph, pw)
-    L = Ho * Wr
-    dz = xp.zeros((N, F, Ho, Wr), dtype=dy.dtype)
-    dz[:, :, :, :Wo] = dy
-    dz = dz.reshape(N, F, L)
-    w2 = w.reshape(F, C * kh * kw)
-    dw2 = xp.zeros((F, C * kh * kw), dtype=planes.dtype)
-    dplanes = xp.zeros(planes.shape, dtype=planes.dtype)
-    for s, e in _chunks(N, C * kh * kw * L * planes.dtype.itemsize):
-        cols = _phase_windows(planes, s, e, kh, kw, sh, sw, Wr, L)
-        dw2 += xp.matmul(dz[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
-        dcols = xp.matmul(w2.T, dz[s:e]).reshape(e - s, C, kh, kw, L)
-        for u, v, a, b, start in _phase_runs(kh, kw, sh, sw, Wr):
-            dplanes[a, b, s:e, :, start:start + L] += dcols[:, :, u, v]
-    dplanes = dplanes.reshape(sh, sw, N, C, rows, Wr)
-    dx = xp.empty(x_shape, dtype=planes.dtype)
-    for a, (h0, r0, nh) in enumerate(_phase_slices(H, sh, ph)):
-        for b, (w0, c0, nw) in enumerate(_phase_slices(W, sw, pw)):
+    R, Wr, Dh, Dw = _plane_geometry(H, W, stride, padding, kh, kw)
+    L, base = R * Wr, Dh * Wr + Dw
+    dy_planes = xp.zeros((F, N * L + 2 * base), dtype=dy.dtype)      # dy[n, f, i, j] at n L + base + i Wr + j
+    dy_planes[:, base:base + N * L].reshape(F, N, R, Wr)[:, :, :Ho, :Wo] = dy.transpose(1, 0, 2, 3)
+    phases = _phase_kernels(w, stride, Dw)
+    rows, cols_of = _phase_slices(H, sh, ph), _phase_slices(W, sw, pw)
+    dx = (xp.zeros if kh < sh or kw < sw else xp.empty)(x_shape, dtype=dy.dtype)  # phases no offset reads stay 0
+    dw_blocks = [[xp.zeros((w_blk.shape[1], C), dtype=dy.dtype) for *_, w_blk in blocks] for *_, blocks in phases]
+    for s, e in _chunks(N, (Dh + 1) * (Dw + 1) * F * L * dy.dtype.itemsize):
+        n = e - s
+        cols = _shifted_runs(dy_planes, s, e, Dh, Dw, Wr, L)
+        for (a, b, blocks), acc in zip(phases, dw_blocks):
+            x_ab = planes[a, b, :, s * L:e * L]                          # (C, n L)
+            dx_ab = None
+            for (d0, d1, nc, w_blk), dw_blk in zip(blocks, acc):
+                c_blk = cols[d0:d1, :nc].reshape(-1, n * L)
+                part = xp.matmul(w_blk, c_blk)                           # (C, n L)
+                dx_ab = part if dx_ab is None else xp.add(dx_ab, part, out=dx_ab)
+                dw_blk += xp.matmul(c_blk, x_ab.T)
+            (h0, r0, nh), (w0, c0, nw) = rows[a], cols_of[b]
             if nh and nw:
-                dx[:, :, h0::sh, w0::sw] = dplanes[a, b, :, :, r0:r0 + nh, c0:c0 + nw]
-    return dx, dw2.reshape(w.shape)
+                dx[s:e, :, h0::sh, w0::sw] = \
+                    dx_ab.reshape(C, n, R, Wr)[:, :, r0:r0 + nh, c0:c0 + nw].transpose(1, 0, 2, 3)
+    dw = xp.empty(w.shape, dtype=dy.dtype)
+    for (a, b, blocks), acc in zip(phases, dw_blocks):
+        for (d0, d1, nc, _), dw_blk in zip(blocks, acc):
+            dw[:, :, a + sh * d0:a + sh * d1:sh, b:b + sw * nc:sw] = \
+                dw_blk.reshape(d1 - d0, nc, F, C).transpose(2, 3, 0, 1)
+    return dx, dw
