@@ -2,22 +2,20 @@
 
 Derivation: docs/math/conv.md
 
-Four paths, all plain slicing and matrix products (no fancy indexing, no ``as_strided``):
+Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_strided``):
 
 * 1x1 with no padding needs no im2col at all: one matrix product over channels.
-* stride 1 (every 3x3 convolution of the networks but the down-sampling ones) uses
-  *flat windows*: in a zero-padded image flattened row by row (rows W + p wide: a
-  row's right padding is the next row's left padding), the inputs kernel offset
-  (u, v) reads for a whole row-major output grid of that width form ONE contiguous
-  run starting at u (W + p) + v. im2col is then kh kw contiguous copies, the
-  wrapped columns past Wo of each output row are discarded, and dx is the same
-  kind of convolution of the padded dy with the flipped kernel, whose columns
-  also give dw: backward needs no col2im and one im2col.
-* strides above 1 split the zero-padded input into its s_h s_w *phases* (rows
-  a, a + s_h, .., columns b, b + s_w, ..), each flattened like the flat windows:
-  kernel offset (u, v) then reads one contiguous run of phase (u % s_h, v % s_w),
-  and backward adds each offset's column gradients back onto that run (a col2im
-  without strided writes) before interleaving the phases into dx once.
+* every other kernel (the networks' 3x3 convolutions, stride 1 and 2) splits the
+  zero-padded input into its s_h s_w *phases* (rows a, a + s_h, .., columns
+  b, b + s_w, ..; stride 1 is one phase, the padded input itself), flattened row
+  by row, channel-major, one sample after another. Kernel offset (u, v) then reads
+  ONE contiguous run of phase (u % s_h, v % s_w) for a whole chunk of samples:
+  im2col is kh kw contiguous copies and one matrix product per chunk. With stride
+  1 rows are W + p wide and samples H + p rows high (a row's right padding is the
+  next row's left padding, a sample's bottom padding the next sample's top). In
+  backward each phase of dx is a stride-1 convolution of dy with that phase's
+  sub-kernel, computed from contiguous runs of dy on the same grid, whose columns
+  also give dw: no col2im, one set of columns.
 * anything else (a 1x1 kernel with padding, stride 1 with padding >= k) uses the
   classic slice-loop im2col (one strided slice copy per kernel offset) and col2im
   (the same loop with ``+=``), kept as the general path and as the tests' oracle.
@@ -228,14 +226,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
 def conv2d_backward(dy, cache):
     """Returns (dx, dw, db); db is None when the forward had no bias.
 
-    db = sum over n, h, w of dy on every path. 1x1: dx = w^T dy, dw = sum_n dy_n x_n^T. Stride 1
-    (flat windows): dx is a convolution of the padded dy with the flipped kernel, and dw comes
-    from the same columns. Strides above 1 (phase planes) and the general path: dw =
-    sum_n dy_n cols_n^T and dx = col2im(w^T dy), onto the phases' runs or by strided slices.
-    (A batched matmul against the transposed view and a sum over n is ~3x faster here than
-    tensordot, which copies both operands into 2-D layouts.)
+    db = sum over n, h, w of dy on every path. 1x1: dx = w^T dy, dw = sum_n dy_n x_n^T. Phase
+    planes: see :func:`_plane_backward`. General path: dw = sum_n dy_n cols_n^T and
+    dx = col2im(w^T dy). (A batched matmul against the transposed view and a sum over n is ~3x
+    faster here than tensordot, which copies both operands into 2-D layouts.)
     """
-    x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: flat or phase planes on those paths
+    x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: the phase planes on that path
     xp = backend.xp_of(x, w)
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
