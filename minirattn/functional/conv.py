@@ -71,17 +71,15 @@ def _uses_planes(stride, padding, kh, kw):
 
 
 def _plane_geometry(H, W, stride, padding, kh, kw):
-    """(R, Wr, Dh, Dw): rows and row width of one sample's phase plane, and the largest shift
+    """(R, Wr, Dh, Dw): rows and (per sample) row width of a phase plane, and the largest shift
     floor((k - 1) / s) of a kernel offset within its phase, per axis.
 
-    With a stride above 1 a phase holds ceil((H + 2 p) / s) rows of the padded input. With stride 1
-    (one phase, the padded input itself) a row holds p zeros and its W values, W + p wide: its right
-    padding is the next row's left padding; likewise H + p rows, the bottom padding being the next
-    sample's top padding (docs/math/conv.md)."""
+    A phase holds R = ceil((H + 2 p) / s) rows of the padded input (stride 1: H + 2 p). Rows are
+    ceil((W + 2 p) / s) wide per sample, but with stride 1 W + p: a row's right padding is the
+    left padding of what follows it (docs/math/conv.md)."""
     (sh, sw), (ph, pw) = stride, padding
-    R = H + ph if sh == 1 else -(-(H + 2 * ph) // sh)
     Wr = W + pw if sw == 1 else -(-(W + 2 * pw) // sw)
-    return R, Wr, (kh - 1) // sh, (kw - 1) // sw
+    return -(-(H + 2 * ph) // sh), Wr, (kh - 1) // sh, (kw - 1) // sw
 
 
 def _phase_slices(size, stride, pad):
@@ -94,50 +92,56 @@ def _phase_slices(size, stride, pad):
     return out
 
 
-def _phase_planes(x, stride, padding, R, Wr, spare):
-    """(N, C, H, W) -> (sh, sw, C, N R Wr + spare) zero-padded phase planes, channel-major.
+def _dx_rows(H, sh, ph):
+    """(g0, g1): the phase rows that hold some row of x, over all phases (the backward's grid)."""
+    held = [(r0, r0 + nh) for _, r0, nh in _phase_slices(H, sh, ph) if nh]
+    return min(r for r, _ in held), max(r for _, r in held)
 
-    Phase (a, b) holds the padded input's rows a, a + sh, .. and columns b, b + sw, ..: for each
-    channel, every sample's R x Wr plane flattened row by row, one sample after the other, then
-    ``spare`` zeros (the last sample's windows overrun its plane by up to Dh Wr + Dw)."""
+
+def _phase_planes(x, stride, padding, R, Wr, spare):
+    """(n, C, H, W) -> (sh, sw, C, R n Wr + spare): zero-padded phase planes, the samples side by side.
+
+    Phase (a, b) holds the padded input's rows a, a + sh, .. and columns b, b + sw, ..; for each
+    channel, row r holds row r of every sample, one after the other (Wr each), and the rows follow
+    one another, then ``spare`` zeros (the last row's dropped windows overrun it by up to Dw)."""
     xp = backend.xp_of(x)
     (sh, sw), (ph, pw) = stride, padding
-    N, C, H, W = x.shape
-    planes = xp.zeros((sh, sw, C, N * R * Wr + spare), dtype=x.dtype)
-    grid = planes[:, :, :, :N * R * Wr].reshape(sh, sw, C, N, R, Wr)
-    xt = x.transpose(1, 0, 2, 3)
+    n, C, H, W = x.shape
+    planes = xp.zeros((sh, sw, C, R * n * Wr + spare), dtype=x.dtype)
+    grid = planes[:, :, :, :R * n * Wr].reshape(sh, sw, C, R, n, Wr)
+    xt = x.transpose(1, 2, 0, 3)                                          # (C, H, n, W)
     for a, (h0, r0, nh) in enumerate(_phase_slices(H, sh, ph)):
         for b, (w0, c0, nw) in enumerate(_phase_slices(W, sw, pw)):
             if nh and nw:
-                grid[a, b, :, :, r0:r0 + nh, c0:c0 + nw] = xt[:, :, h0::sh, w0::sw]
+                grid[a, b, :, r0:r0 + nh, :, c0:c0 + nw] = xt[:, h0::sh, :, w0::sw]
     return planes
 
 
-def _plane_windows(planes, s, e, kh, kw, stride, Wr, L):
-    """Columns (C kh kw, (e - s) L) of samples s..e: kernel offset (u, v) reads, for every channel,
-    ONE contiguous run of phase (u mod sh, v mod sw), starting floor(u / sh) Wr + floor(v / sw) past
-    sample s's plane."""
+def _plane_windows(planes, n, kh, kw, stride, Wr, Ho):
+    """Columns (C kh kw, Ho n Wr) of a chunk of n samples, for an output grid of Ho rows n Wr wide:
+    kernel offset (u, v) reads, for every channel, ONE contiguous run of phase (u mod sh, v mod sw),
+    starting floor(u / sh) rows and floor(v / sw) columns in."""
     xp = backend.xp_of(planes)
     sh, sw = stride
-    C, n = planes.shape[2], e - s
-    cols = xp.empty((C, kh, kw, n * L), dtype=planes.dtype)
+    C, row = planes.shape[2], n * Wr
+    cols = xp.empty((C, kh, kw, Ho * row), dtype=planes.dtype)
     for u in range(kh):
         for v in range(kw):
-            start = s * L + (u // sh) * Wr + v // sw
-            cols[:, u, v] = planes[u % sh, v % sw, :, start:start + n * L]
-    return cols.reshape(C * kh * kw, n * L)
+            start = (u // sh) * row + v // sw
+            cols[:, u, v] = planes[u % sh, v % sw, :, start:start + Ho * row]
+    return cols.reshape(C * kh * kw, Ho * row)
 
 
-def _shifted_runs(dy_planes, s, e, Dh, Dw, Wr, L):
-    """Columns (Dh + 1, Dw + 1, F, (e - s) L): for every shift (dr, dc), dy moved down dr rows and
-    right dc columns on the planes' grid, one contiguous run each."""
+def _shifted_runs(dy_planes, n, Dh, Dw, Wr, g0, G):
+    """Columns (Dh + 1, Dw + 1, F, G n Wr): for every shift (dr, dc), dy moved down dr rows and
+    right dc columns on the grid of phase rows g0..g0 + G - 1, one contiguous run each."""
     xp = backend.xp_of(dy_planes)
-    F, n = dy_planes.shape[0], e - s
-    cols = xp.empty((Dh + 1, Dw + 1, F, n * L), dtype=dy_planes.dtype)
+    F, row = dy_planes.shape[0], n * Wr
+    cols = xp.empty((Dh + 1, Dw + 1, F, G * row), dtype=dy_planes.dtype)
     for dr in range(Dh + 1):
         for dc in range(Dw + 1):
-            start = s * L + (Dh - dr) * Wr + (Dw - dc)
-            cols[dr, dc] = dy_planes[:, start:start + n * L]
+            start = (g0 + Dh - dr) * row + (Dw - dc)
+            cols[dr, dc] = dy_planes[:, start:start + G * row]
     return cols
 
 
@@ -205,13 +209,15 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         y = xp.matmul(w2, xs.reshape(N, C, Ho * Wo)).reshape(N, F, Ho, Wo)
     elif _uses_planes((sh, sw), (ph, pw), kh, kw):
         R, Wr, Dh, Dw = _plane_geometry(H, W, (sh, sw), (ph, pw), kh, kw)
-        L = R * Wr                                     # one sample's output grid: R rows, Wr wide
-        planes = _phase_planes(x, (sh, sw), (ph, pw), R, Wr, Dh * Wr + Dw)
+        g0, g1 = _dx_rows(H, sh, ph)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-        for s, e in _chunks(N, C * kh * kw * L * x.dtype.itemsize):
-            z = xp.matmul(w2, _plane_windows(planes, s, e, kh, kw, (sh, sw), Wr, L))    # (F, n L)
-            y[s:e] = z.reshape(F, e - s, R, Wr)[:, :, :Ho, :Wo].transpose(1, 0, 2, 3)  # drop the rest
-        kept = planes               # backward reads the padded planes again: keep them instead of x
+        kept = []           # each chunk's planes: backward reads them again, in the same chunks
+        per_sample = max(C * kh * kw * Ho, (Dh + 1) * (Dw + 1) * F * (g1 - g0)) * Wr * x.dtype.itemsize
+        for s, e in _chunks(N, per_sample):                # the larger of forward's and backward's columns
+            planes = _phase_planes(x[s:e], (sh, sw), (ph, pw), R, Wr, Dw)
+            z = xp.matmul(w2, _plane_windows(planes, e - s, kh, kw, (sh, sw), Wr, Ho))   # (F, Ho n Wr)
+            y[s:e] = z.reshape(F, Ho, e - s, Wr)[..., :Wo].transpose(2, 0, 1, 3)       # drop the rest
+            kept.append((s, e, planes))
     else:
         xpad = backend.pad(x, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
@@ -231,8 +237,8 @@ def conv2d_backward(dy, cache):
     dx = col2im(w^T dy). (A batched matmul against the transposed view and a sum over n is ~3x
     faster here than tensordot, which copies both operands into 2-D layouts.)
     """
-    x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: the phase planes on that path
-    xp = backend.xp_of(x, w)
+    x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W) = cache      # x: [(s, e, planes)] on that path
+    xp = backend.xp_of(dy, w)
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
     w2 = w.reshape(F, C * kh * kw)
@@ -261,45 +267,47 @@ def conv2d_backward(dy, cache):
     return dx, dw2.reshape(w.shape), db
 
 
-def _plane_backward(dy, planes, x_shape, w, stride, padding):
-    """Backward of the phase-plane path, from the forward's ``planes``: (dx, dw).
+def _plane_backward(dy, kept, x_shape, w, stride, padding):
+    """Backward of the phase-plane path, from the forward's chunks ``kept`` [(s, e, planes)]: (dx, dw).
 
     Each phase of dx is a stride-1 convolution of dy with that phase's sub-kernel w[:, :, a::sh, b::sw]
     (transposed in channels): dx_ab[r, c] = sum over its offsets of w[., ., a + sh dr, b + sw dc]^T
-    dy[r - dr, c - dc]. So dy is laid on the planes' grid once (``dy_planes``, shifted by (Dh, Dw)),
-    every shift is one contiguous run (``_shifted_runs``), each phase is one product per block of its
-    offsets, cropped (and, for strides above 1, interleaved) into dx; and the same columns times
-    the phase plane give dw: dw[f, c, a + sh dr, b + sw dc] = sum cols[dr, dc, f] x_ab[c]
+    dy[r - dr, c - dc]. So dy is laid on the planes' grid once per chunk (``dy_planes``, shifted by
+    (Dh, Dw)), every shift is one contiguous run (``_shifted_runs``), each phase is one product per
+    block of its offsets, cropped (and, for strides above 1, interleaved) into dx; and the same
+    columns times the phase plane give dw: dw[f, c, a + sh dr, b + sw dc] = sum runs[dr, dc, f] x_ab[c]
     (docs/math/conv.md). No col2im, one set of columns.
     """
-    xp = backend.xp_of(planes, w)
+    xp = backend.xp_of(w)
     (sh, sw), (ph, pw) = stride, padding
     N, C, H, W = x_shape
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
     R, Wr, Dh, Dw = _plane_geometry(H, W, stride, padding, kh, kw)
-    L, base = R * Wr, Dh * Wr + Dw
-    dy_planes = xp.zeros((F, N * L + 2 * base), dtype=dy.dtype)      # dy[n, f, i, j] at n L + base + i Wr + j
-    dy_planes[:, base:base + N * L].reshape(F, N, R, Wr)[:, :, :Ho, :Wo] = dy.transpose(1, 0, 2, 3)
+    g0, g1 = _dx_rows(H, sh, ph)                                        # dx's grid: phase rows g0..g1-1
     phases = _phase_kernels(w, stride, Dw)
     rows, cols_of = _phase_slices(H, sh, ph), _phase_slices(W, sw, pw)
     dx = (xp.zeros if kh < sh or kw < sw else xp.empty)(x_shape, dtype=dy.dtype)  # phases no offset reads stay 0
     dw_blocks = [[xp.zeros((w_blk.shape[1], C), dtype=dy.dtype) for *_, w_blk in blocks] for *_, blocks in phases]
-    for s, e in _chunks(N, (Dh + 1) * (Dw + 1) * F * L * dy.dtype.itemsize):
+    for s, e, planes in kept:
         n = e - s
-        cols = _shifted_runs(dy_planes, s, e, Dh, Dw, Wr, L)
+        row = n * Wr
+        dy_planes = xp.zeros((F, (max(Ho, g1) + Dh) * row + Dw), dtype=dy.dtype)
+        start = Dh * row + Dw                                           # dy[i, m, j] at start + i row + m Wr + j
+        dy_planes[:, start:start + Ho * row].reshape(F, Ho, n, Wr)[..., :Wo] = dy[s:e].transpose(1, 2, 0, 3)
+        cols = _shifted_runs(dy_planes, n, Dh, Dw, Wr, g0, g1 - g0)
         for (a, b, blocks), acc in zip(phases, dw_blocks):
-            x_ab = planes[a, b, :, s * L:e * L]                          # (C, n L)
+            x_ab = planes[a, b, :, g0 * row:g1 * row]                   # (C, G n Wr)
             dx_ab = None
             for (d0, d1, nc, w_blk), dw_blk in zip(blocks, acc):
-                c_blk = cols[d0:d1, :nc].reshape(-1, n * L)
-                part = xp.matmul(w_blk, c_blk)                           # (C, n L)
+                c_blk = cols[d0:d1, :nc].reshape(-1, (g1 - g0) * row)
+                part = xp.matmul(w_blk, c_blk)                           # (C, G n Wr)
                 dx_ab = part if dx_ab is None else xp.add(dx_ab, part, out=dx_ab)
                 dw_blk += xp.matmul(c_blk, x_ab.T)
             (h0, r0, nh), (w0, c0, nw) = rows[a], cols_of[b]
             if nh and nw:
-                dx[s:e, :, h0::sh, w0::sw] = \
-                    dx_ab.reshape(C, n, R, Wr)[:, :, r0:r0 + nh, c0:c0 + nw].transpose(1, 0, 2, 3)
+                dx_ab = dx_ab.reshape(C, g1 - g0, n, Wr)[:, r0 - g0:r0 - g0 + nh, :, c0:c0 + nw]
+                dx[s:e, :, h0::sh, w0::sw] = dx_ab.transpose(2, 0, 1, 3)
     dw = xp.empty(w.shape, dtype=dy.dtype)
     for (a, b, blocks), acc in zip(phases, dw_blocks):
         for (d0, d1, nc, _), dw_blk in zip(blocks, acc):
