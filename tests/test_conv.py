@@ -175,10 +175,10 @@ def test_integer_and_mixed_dtypes_rejected():
     for shape in [(5, 3, 7, 6), (2, 2, 1, 1), (2, 1, 2, 1), (3, 2, 1, 4)]
     if k <= min(shape[2:]) + 2 * p])                    # the kernel fits the padded image
 def test_plane_path_at_stride_1_matches_the_slice_loop(k, p, shape):
-    """The phase-plane path at stride 1 (rows W + p wide and H + p rows per sample, padding shared
-    with the neighbours; dW from the dy columns) against the general im2col/col2im path, for every
-    padding it takes, images down to 1x1 (the spare zeros that absorb the last sample's overrun)
-    and a batch that spans several chunks."""
+    """The phase-plane path at stride 1 (samples side by side, rows W + p wide each, the column
+    padding shared with what follows; dW from the dy columns) against the general im2col/col2im
+    path, for every padding it takes, images down to 1x1 (the spare zeros that absorb the last
+    row's overrun) and a batch that spans several chunks."""
     rng = np.random.default_rng(k * 10 + p)
     x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
     y, c = F.conv2d_forward(x, w, None, 1, p)

@@ -7,15 +7,14 @@ Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_s
 * 1x1 with no padding needs no im2col at all: one matrix product over channels.
 * every other kernel (the networks' 3x3 convolutions, stride 1 and 2) splits the
   zero-padded input into its s_h s_w *phases* (rows a, a + s_h, .., columns
-  b, b + s_w, ..; stride 1 is one phase, the padded input itself), flattened row
-  by row, channel-major, one sample after another. Kernel offset (u, v) then reads
-  ONE contiguous run of phase (u % s_h, v % s_w) for a whole chunk of samples:
-  im2col is kh kw contiguous copies and one matrix product per chunk. With stride
-  1 rows are W + p wide and samples H + p rows high (a row's right padding is the
-  next row's left padding, a sample's bottom padding the next sample's top). In
-  backward each phase of dx is a stride-1 convolution of dy with that phase's
-  sub-kernel, computed from contiguous runs of dy on the same grid, whose columns
-  also give dw: no col2im, one set of columns.
+  b, b + s_w, ..; stride 1 is one phase, the padded input itself), channel-major,
+  a chunk's samples side by side in every row, flattened row by row. Kernel offset
+  (u, v) then reads ONE contiguous run of phase (u % s_h, v % s_w) for the whole
+  chunk: im2col is kh kw contiguous copies and one matrix product per chunk. With
+  stride 1 a sample's row is W + p wide (its right padding is the left padding of
+  what follows). In backward each phase of dx is a stride-1 convolution of dy with
+  that phase's sub-kernel, computed from contiguous runs of dy on the same grid,
+  whose columns also give dw: no col2im, one set of columns.
 * anything else (a 1x1 kernel with padding, stride 1 with padding >= k) uses the
   classic slice-loop im2col (one strided slice copy per kernel offset) and col2im
   (the same loop with ``+=``), kept as the general path and as the tests' oracle.
