@@ -15,6 +15,12 @@ Then it alternates full training steps (forward, cross-entropy, backward, Nester
 two and reports medians and the ratio minirattn / PyTorch. Peak resident memory of a training
 step is measured in a fresh child process for each.
 
+With CuPy and a CUDA build of PyTorch on a machine with a GPU, the same command then does it all
+again on the GPU: minirattn with backend "cupy" against the twin on CUDA, the same-answer check
+first (float64 exact, float32 as above), then alternating steps, each ending with a device
+synchronisation; PyTorch's TF32 is switched off (CuPy's float32 products do not use it). Without
+them it prints why it skipped. `--only cpu` / `--only gpu` runs one half.
+
 Not part of the test suite: timings are reported, never asserted.
 """
 from __future__ import annotations
@@ -54,19 +60,21 @@ def _setup(arch, batch, seed=0):
     return twin, ours, x, y
 
 
-def _loss_and_grads(twin, ours, x, y):
-    """Both networks' loss and gradients (name -> float64 array) on the same batch."""
+def _loss_and_grads(twin, ours, x, y, device="cpu"):
+    """Both networks' loss and gradients (name -> float64 NumPy array) on the same batch; on the
+    GPU (device "cuda") minirattn runs on CuPy and the twin on CUDA."""
     import torch
-    from minirattn import functional as F
-    logits = ours(x)
-    loss, d = F.softmax_cross_entropy(logits, y)
+    from minirattn import backend as B, functional as F
+    name = "numpy" if device == "cpu" else "cupy"
+    logits = ours(B.to_device(x, name))
+    loss, d = F.softmax_cross_entropy(logits, B.to_device(y, name))
     ours.zero_grad()
     ours.backward(d)
-    lt = torch.nn.functional.cross_entropy(twin(torch.tensor(x)), torch.tensor(y))
+    lt = torch.nn.functional.cross_entropy(twin(torch.tensor(x, device=device)), torch.tensor(y, device=device))
     twin.zero_grad()
     lt.backward()
-    g_o = {k: g.astype("float64") for k, _, g in ours.named_parameters()}
-    g_t = {k: v.grad.numpy().astype("float64") for k, v in twin.named_parameters()}
+    g_o = {k: B.to_numpy(g).astype("float64") for k, _, g in ours.named_parameters()}
+    g_t = {k: v.grad.cpu().numpy().astype("float64") for k, v in twin.named_parameters()}
     return float(loss), lt.item(), g_o, g_t
 
 
@@ -77,23 +85,25 @@ def _rel_l2(a, b):
     return (num / den) ** 0.5
 
 
-def check_same_answer(twin, ours, x, y):
+def check_same_answer(twin, ours, x, y, device="cpu"):
     """float64: loss and gradients to 1e-8. float32: loss to 1e-4, and our float32 gradients no
-    farther from the exact (float64) ones than 2x PyTorch's own float32 gradients are.
+    farther from the exact (float64) ones than 2x PyTorch's own float32 gradients are. On the GPU
+    (device "cuda") the same, minirattn on CuPy against the twin on CUDA.
 
     Returns a dict of the measured relative errors."""
     from torch_twin import numpy_state
-    twin.double()
-    ours.to(dtype="float64")
+    name = "numpy" if device == "cpu" else "cupy"
+    twin.double().to(device)
+    ours.to(name, dtype="float64")
     ours.load_state_dict(numpy_state(twin))
-    l_o, l_t, g_o, exact = _loss_and_grads(twin, ours, x.astype("float64"), y)
+    l_o, l_t, g_o, exact = _loss_and_grads(twin, ours, x.astype("float64"), y, device)
     err = {"loss64": abs(l_o - l_t) / abs(l_t), "grad64": _rel_l2(g_o, exact)}
     assert err["loss64"] < 1e-8 and err["grad64"] < 1e-8, \
         f"float64: loss rel {err['loss64']:.1e}, gradient rel L2 {err['grad64']:.1e}"
     twin.float()                                   # the float64 weights were float32 values: exact
     ours.to(dtype="float32")
     ours.load_state_dict(numpy_state(twin))
-    l_o, l_t, g_o, g_t = _loss_and_grads(twin, ours, x, y)
+    l_o, l_t, g_o, g_t = _loss_and_grads(twin, ours, x, y, device)
     err.update(loss32=abs(l_o - l_t) / abs(l_t), grad32=_rel_l2(g_o, g_t),
                ours32_exact=_rel_l2(g_o, exact), torch32_exact=_rel_l2(g_t, exact))
     assert err["loss32"] < 1e-4, f"float32 losses differ by {err['loss32']:.1e} relative"
@@ -113,26 +123,71 @@ def minirattn_step(net, opt, x, y):
     opt.step()
 
 
-def time_steps(twin, ours, x, y, repeats):
+def _alternate(step_ours, step_torch, repeats):
+    """Median seconds of each step, run alternately (so drift hits both alike) after a warm-up."""
+    step_ours(); step_torch()
+    t_o, t_t = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter(); step_ours(); t_o.append(time.perf_counter() - t0)
+        t0 = time.perf_counter(); step_torch(); t_t.append(time.perf_counter() - t0)
+    return statistics.median(t_o), statistics.median(t_t)
+
+
+def time_steps(twin, ours, x, y, repeats, device="cpu"):
+    """Alternating full training steps of both; on the GPU each step ends with a synchronisation,
+    so the time is the step's, not its launch's. Returns (minirattn, PyTorch) median seconds."""
     import torch
+    from minirattn import backend as B
     from minirattn.train import SGD
+    name = "numpy" if device == "cpu" else "cupy"
     opt_t = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     opt_o = SGD(ours, lr=0.01)
-    xt, yt = torch.tensor(x), torch.tensor(y)
+    xo, yo = B.to_device(x, name), B.to_device(y, name)
+    xt, yt = torch.tensor(x, device=device), torch.tensor(y, device=device)
 
     def step_ours():
-        minirattn_step(ours, opt_o, x, y)
+        minirattn_step(ours, opt_o, xo, yo)
+        B.synchronize()                                   # a no-op on NumPy
 
     def step_torch():
         opt_t.zero_grad()
         torch.nn.functional.cross_entropy(twin(xt), yt).backward()
         opt_t.step()
-    step_ours(); step_torch()                            # warm-up
-    t_o, t_t = [], []
-    for _ in range(repeats):                              # alternate, so drift hits both alike
-        t0 = time.perf_counter(); step_ours(); t_o.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); step_torch(); t_t.append(time.perf_counter() - t0)
-    return statistics.median(t_o), statistics.median(t_t)
+        if device != "cpu":
+            torch.cuda.synchronize()
+    return _alternate(step_ours, step_torch, repeats)
+
+
+def gpu_unavailable():
+    """Why the CuPy-vs-PyTorch-CUDA half cannot run here (a sentence), or None when it can."""
+    import torch
+    from minirattn import backend as B
+    try:
+        B.get("cupy")
+    except Exception as exc:                              # no CuPy, or CuPy without a device
+        return str(exc)
+    if not torch.cuda.is_available():
+        return f"PyTorch {torch.__version__} sees no CUDA device"
+    return None
+
+
+def run_gpu(archs, batch, repeats):
+    """minirattn on CuPy against the twin on PyTorch CUDA: same answer first, then alternating
+    steps. TF32 is switched off in PyTorch (CuPy's float32 products do not use it either)."""
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    print(f"GPU: {torch.cuda.get_device_name()}, TF32 off")
+    rows = []
+    for arch in archs:
+        twin, ours, x, y = _setup(arch, batch)
+        err = check_same_answer(twin, ours, x, y, device="cuda")
+        t_o, t_t = time_steps(twin, ours, x, y, repeats, device="cuda")
+        rows.append((arch, err, t_o, t_t))
+        print(f"{arch} (cupy vs CUDA): same answer (float64: loss {err['loss64']:.0e}, gradients "
+              f"{err['grad64']:.0e}; float32 loss {err['loss32']:.0e}); step {t_o * 1e3:.1f} ms vs "
+              f"{t_t * 1e3:.1f} ms = {t_o / t_t:.2f}x", flush=True)
+    return rows
 
 
 def _child_peak(which, arch, batch, threads):
@@ -187,6 +242,8 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--only", choices=("cpu", "gpu"), help="run one half (default: both; the GPU half "
+                   "only where CuPy and PyTorch CUDA are present)")
     args = p.parse_args(argv)
     _set_threads(args.threads)
     import numpy as np
@@ -194,25 +251,26 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     print(f"numpy {np.__version__}, torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
           f"{os.cpu_count()} CPUs")
-    rows = []
-    for arch in args.arch:
+    out = {"cpu": [], "gpu": []}
+    for arch in (args.arch if args.only != "gpu" else ()):
         twin, ours, x, y = _setup(arch, args.batch)
         err = check_same_answer(twin, ours, x, y)
         t_o, t_t = time_steps(twin, ours, x, y, args.repeats)
         m_o = _child_peak("ours", arch, args.batch, args.threads)
         m_t = _child_peak("torch", arch, args.batch, args.threads)
-        rows.append((arch, err, t_o, t_t, m_o["step_mib"], m_t["step_mib"]))
+        out["cpu"].append((arch, err, t_o, t_t, m_o["step_mib"], m_t["step_mib"]))
         print(f"{arch}: same answer (float64: loss {err['loss64']:.0e}, gradients {err['grad64']:.0e}; "
               f"float32: loss {err['loss32']:.0e}, gradients {err['grad32']:.0e} apart, and from the "
               f"float64 answer ours {err['ours32_exact']:.1e}, PyTorch's {err['torch32_exact']:.1e}); "
               f"step {t_o:.3f} s vs {t_t:.3f} s = {t_o / t_t:.2f}x; "
               f"step memory {m_o['step_mib']:.0f} MiB vs {m_t['step_mib']:.0f} MiB = {m_o['step_mib'] / max(m_t['step_mib'], 1):.2f}x")
-    try:
-        import minirattn.backend as B
-        B.get("cupy")
-    except Exception as exc:
-        print(f"cupy vs PyTorch CUDA: skipped ({exc})")
-    return rows
+    if args.only != "cpu":
+        reason = gpu_unavailable()
+        if reason is None:
+            out["gpu"] = run_gpu(args.arch, args.batch, args.repeats)
+        else:
+            print(f"cupy vs PyTorch CUDA: skipped ({reason})")
+    return out
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ pytestmark = pytest.mark.gpu
 
 CASES = {
     "conv3x3": (lambda x: F.conv2d_forward(x, x[:4, :3, :3, :3].copy(), None, 1, 1), F.conv2d_backward),
+    "conv3x3s2": (lambda x: F.conv2d_forward(x, x[:4, :3, :3, :3].copy(), None, 2, 1), F.conv2d_backward),
     "conv1x1s2": (lambda x: F.conv2d_forward(x, x[:4, :3, :1, :1].copy(), None, 2, 0), F.conv2d_backward),
     "maxpool": (lambda x: F.maxpool2d_forward(x, 3, 2, 1), F.maxpool2d_backward),
     "bilinear": (lambda x: F.bilinear_forward(x, (13, 16)), F.bilinear_backward),
@@ -58,3 +59,18 @@ def test_tiny_network_numpy_cupy_parity_and_a_training_run(tmp_path):
                     eval_every=2, backend="cupy", checkpoint_dir=str(tmp_path), progress=False,
                     model_kwargs=dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1))
     assert r.model.backend == "cupy" and np.isfinite(r.history[-1]["loss"])
+
+
+def test_bench_gpu_half_checks_the_answer_and_times_both():
+    """benchmarks/bench.py's GPU half on a small network: minirattn on CuPy computes the same loss
+    and gradients as the PyTorch twin on CUDA (float64 1e-8, asserted inside), and both steps time."""
+    import os
+    import sys
+    torch = pytest.importorskip("torch", reason="the benchmark's twin needs PyTorch (pip install -e '.[bench]')")
+    if not torch.cuda.is_available():
+        pytest.skip(f"PyTorch {torch.__version__} has no CUDA device (a CPU build?)")
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import bench
+    assert bench.gpu_unavailable() is None
+    (arch, err, t_ours, t_torch), = bench.run_gpu(["attention56_small"], batch=8, repeats=1)
+    assert arch == "attention56_small" and err["grad64"] < 1e-8 and t_ours > 0 and t_torch > 0
