@@ -84,6 +84,12 @@ def test_plane_path_at_stride_1_matches_slice_loop_path(case):
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
 
+def test_numpy_chunks_by_max_col_bytes():
+    per_sample = conv_mod.MAX_COL_BYTES // 3 + 1                 # two samples fit, three do not
+    assert conv_mod._chunks(5, per_sample, np.zeros(1)) == [(0, 2), (2, 4), (4, 5)]
+    assert conv_mod._chunks(3, 10 * conv_mod.MAX_COL_BYTES, np.zeros(1)) == [(0, 1), (1, 2), (2, 3)]
+
+
 @pytest.mark.parametrize("stride", [1, 2])   # one phase plane; four
 def test_chunked_im2col_matches_unchunked(monkeypatch, stride):
     rng = np.random.default_rng(3)

@@ -74,3 +74,11 @@ def test_bench_gpu_half_checks_the_answer_and_times_both():
     assert bench.gpu_unavailable() is None
     (arch, err, t_ours, t_torch), = bench.run_gpu(["attention56_small"], batch=8, repeats=1)
     assert arch == "attention56_small" and err["grad64"] < 1e-8 and t_ours > 0 and t_torch > 0
+
+
+def test_cupy_chunks_by_its_own_column_budget():
+    """On CuPy the batch is chunked by MAX_COL_BYTES_CUPY (few large chunks), not NumPy's cache-sized bound."""
+    from minirattn.functional import conv as conv_mod
+    per_sample = conv_mod.MAX_COL_BYTES // 2
+    assert len(conv_mod._chunks(64, per_sample, np.zeros(1))) == 32
+    assert len(conv_mod._chunks(64, per_sample, backend.to_device(np.zeros(1), "cupy"))) == 1

@@ -19,9 +19,9 @@ Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_s
   classic slice-loop im2col (one strided slice copy per kernel offset) and col2im
   (the same loop with ``+=``), kept as the general path and as the tests' oracle.
 
-The im2col buffer is never larger than :data:`MAX_COL_BYTES` or one sample's columns,
-whichever is larger: the batch is processed in chunks of samples, and backward
-recomputes the columns instead of keeping them.
+The im2col buffer is never larger than :data:`MAX_COL_BYTES` (:data:`MAX_COL_BYTES_CUPY`
+on CuPy) or one sample's columns, whichever is larger: the batch is processed in chunks
+of samples, and backward recomputes the columns instead of keeping them.
 """
 from __future__ import annotations
 
@@ -29,11 +29,16 @@ from .. import backend
 from ._checks import check_array, check_same_dtype, pair
 from ._reduce import channel_sum
 
-#: Upper bound in bytes of one im2col buffer; the batch is chunked to stay below it (a chunk
-#: holds at least one sample). Small is fast: 2 MiB chunks are written and read back while
+#: Upper bound in bytes of one im2col buffer on NumPy; the batch is chunked to stay below it (a
+#: chunk holds at least one sample). Small is fast: 2 MiB chunks are written and read back while
 #: they sit in cache, and made a whole Attention-56 training step ~10% faster than 64 MiB
 #: (benchmarks/README.md).
 MAX_COL_BYTES = 2 * 2**20
+
+#: The same bound on CuPy. A GPU has no cache to fit and pays a kernel launch per copy, so few
+#: large chunks: 256 MiB holds a whole batch of 64 at the networks' shapes. Not measured (no GPU
+#: was available to this work); benchmarks/bench.py's GPU half is where to tune it.
+MAX_COL_BYTES_CUPY = 256 * 2**20
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -164,9 +169,11 @@ def _phase_kernels(w, stride, Dw):
     return out
 
 
-def _chunks(N, bytes_per_sample):
-    """[(start, end), ...] covering range(N) with at most MAX_COL_BYTES of columns each (>= 1 sample)."""
-    step = max(1, int(MAX_COL_BYTES // max(1, bytes_per_sample)))
+def _chunks(N, bytes_per_sample, like):
+    """[(start, end), ...] covering range(N) with at most MAX_COL_BYTES (MAX_COL_BYTES_CUPY for a
+    CuPy array ``like``) of columns each (>= 1 sample)."""
+    budget = MAX_COL_BYTES_CUPY if backend.name_of(like) == "cupy" else MAX_COL_BYTES
+    step = max(1, int(budget // max(1, bytes_per_sample)))
     return [(s, min(N, s + step)) for s in range(0, N, step)]
 
 
@@ -212,7 +219,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
         kept = []           # each chunk's planes: backward reads them again, in the same chunks
         per_sample = max(C * kh * kw * Ho, (Dh + 1) * (Dw + 1) * F * (g1 - g0)) * Wr * x.dtype.itemsize
-        for s, e in _chunks(N, per_sample):                # the larger of forward's and backward's columns
+        for s, e in _chunks(N, per_sample, x):             # the larger of forward's and backward's columns
             planes = _phase_planes(x[s:e], (sh, sw), (ph, pw), R, Wr, Dw)
             z = xp.matmul(w2, _plane_windows(planes, e - s, kh, kw, (sh, sw), Wr, Ho))   # (F, Ho n Wr)
             y[s:e] = z.reshape(F, Ho, e - s, Wr)[..., :Wo].transpose(2, 0, 1, 3)       # drop the rest
@@ -220,7 +227,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0):
     else:
         xpad = backend.pad(x, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
-        for s, e in _chunks(N, C * kh * kw * Ho * Wo * x.dtype.itemsize):
+        for s, e in _chunks(N, C * kh * kw * Ho * Wo * x.dtype.itemsize, x):
             cols = _im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)
             y[s:e] = xp.matmul(w2, cols).reshape(e - s, F, Ho, Wo)
     if b is not None:
@@ -258,7 +265,7 @@ def conv2d_backward(dy, cache):
     xpad = backend.pad(x, ph, pw)
     dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
     dw2 = xp.zeros((F, C * kh * kw), dtype=x.dtype)
-    for s, e in _chunks(N, C * kh * kw * Ho * Wo * x.dtype.itemsize):
+    for s, e in _chunks(N, C * kh * kw * Ho * Wo * x.dtype.itemsize, x):
         cols = _im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)
         dw2 += xp.matmul(dy3[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
         _col2im(xp.matmul(w2.T, dy3[s:e]), dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
