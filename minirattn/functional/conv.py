@@ -69,8 +69,9 @@ def _col2im(dcols, out, kh, kw, sh, sw, Ho, Wo):
 
 def _uses_planes(stride, padding, kh, kw):
     """The phase-plane path: every kernel but 1x1, on each axis a stride above 1 or a padding of at
-    most k - 1 (with stride 1 the zero rows and columns are shared between neighbours, which
-    needs p <= k - 1; larger paddings take the general slice loop)."""
+    most k - 1 (with stride 1 a row's zero columns are shared with what follows it, which needs
+    p <= k - 1 across the row; the rule is kept the same for rows; larger paddings take the
+    general slice loop)."""
     return (kh, kw) != (1, 1) and all(s > 1 or p <= k - 1 for s, p, k in zip(stride, padding, (kh, kw)))
 
 

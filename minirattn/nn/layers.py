@@ -131,6 +131,11 @@ class _Op(Module):
         self._cache = None
 
     def _hyper(self):
+        """Arguments of ``_forward`` after x."""
+        return ()
+
+    def _backward_hyper(self):
+        """Arguments of ``_backward`` after (dy, cache)."""
         return ()
 
     def forward(self, x):
@@ -138,7 +143,7 @@ class _Op(Module):
         return y
 
     def backward(self, dy):
-        return type(self)._backward(dy, self._need_cache(self._cache))
+        return type(self)._backward(dy, self._need_cache(self._cache), *self._backward_hyper())
 
 
 class ReLU(_Op):
@@ -154,8 +159,7 @@ class ReLU(_Op):
     def _hyper(self):
         return (self.inplace,)
 
-    def backward(self, dy):
-        return F.relu_backward(dy, self._need_cache(self._cache), self.inplace)
+    _backward_hyper = _hyper
 
     def extra_repr(self):
         return "inplace=True" if self.inplace else ""
