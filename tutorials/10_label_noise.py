@@ -83,8 +83,8 @@ print(f"on training images with a wrong label: predicts the true class {true_rat
       f"the wrong label it was taught {taught_rate:.0%}")
 print(f"clean test accuracy: {result.final_test_accuracy:.1%} (training labels right: {1 - noise:.0%})")
 if not FAST:
-    # measured here: 72.9% clean test accuracy; on wrongly labelled training images it predicts the
-    # true class 73% of the time and the wrong label it was taught 3%
+    # measured here: 79.4% clean test accuracy; on wrongly labelled training images it predicts the
+    # true class 78% of the time and the wrong label it was taught 4%
     assert result.final_test_accuracy > 1 - noise      # better than the labels it learned from
     assert true_rate > 10 * taught_rate                # it did not memorise the wrong labels
 
@@ -108,6 +108,6 @@ for name, r in zip(gap_trained, ratios):
     print(f"{name}: object/ground gap {gap_trained[name]:.3f} trained, {gap_initial[name]:.3f} before ({r:.1f}x)")
 if not FAST:
     # Even taught 30% wrong labels, every module's mask follows the object more than before training:
-    # measured here 2.4x, 2.8x, 1.4x (tutorial 09's clean run: 2.1x, 3.0x, 1.7x).
+    # measured here 2.4x, 3.0x, 1.4x (tutorial 09's clean run: 2.2x, 3.5x, 1.5x).
     assert min(ratios) > 1.2
     assert sum(ratios) / len(ratios) > 1.5
