@@ -24,17 +24,19 @@ def noncontiguous(a):
 
 
 def conv2d_naive(x, w, b, stride, padding):
+    """Four nested loops; stride and padding an int or a (rows, columns) pair."""
     N, C, H, W = x.shape
     F, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    Ho = (H + 2 * padding - kh) // stride + 1
-    Wo = (W + 2 * padding - kw) // stride + 1
+    (sh, sw), (ph, pw) = [(v, v) if isinstance(v, int) else tuple(v) for v in (stride, padding)]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    Ho = (H + 2 * ph - kh) // sh + 1
+    Wo = (W + 2 * pw - kw) // sw + 1
     y = np.zeros((N, F, Ho, Wo))
     for n in range(N):
         for f in range(F):
             for i in range(Ho):
                 for j in range(Wo):
-                    win = xp[n, :, i * stride:i * stride + kh, j * stride:j * stride + kw]
+                    win = xp[n, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
                     y[n, f, i, j] = (win * w[f]).sum() + (b[f] if b is not None else 0.0)
     return y
 

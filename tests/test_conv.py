@@ -46,6 +46,32 @@ def test_backward_matches_finite_differences(case):
     gradcheck(fwd, inputs, bwd, tol=1e-6)
 
 
+@st.composite
+def rectangular_case(draw):
+    """Kernel, stride and padding drawn per axis: the plane path mixes a shared-padding axis
+    (stride 1) with a phase axis (stride > 1)."""
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    H = draw(st.integers(max(1, kh - 2 * ph), 7))
+    W = draw(st.integers(max(1, kw - 2 * pw), 7))
+    N, C, Fo = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return N, C, Fo, H, W, (kh, kw), (sh, sw), (ph, pw), draw(st.integers(0, 2**31 - 1))
+
+
+@given(rectangular_case())
+def test_rectangular_kernels_strides_and_paddings(case):
+    """Forward against the naive loops, backward against finite differences, for per-axis kernel
+    sizes, strides and paddings."""
+    N, C, Fo, H, W, (kh, kw), stride, padding, seed = case
+    rng = np.random.default_rng(seed)
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((Fo, C, kh, kw)), rng.standard_normal(Fo)
+    y, _ = F.conv2d_forward(x, w, b, stride, padding)
+    np.testing.assert_allclose(y, conv2d_naive(x, w, b, stride, padding), rtol=1e-10, atol=1e-10)
+    gradcheck(lambda x, w, b: F.conv2d_forward(x, w, b, stride, padding), [x, w, b],
+              lambda dy, c: F.conv2d_backward(dy, c), tol=1e-6)
+
+
 @given(conv_case())
 def test_adjoint_identity_in_x(case):
     """<conv(x), u> = <x, conv^T(u)> exactly (up to round-off), with no bias."""
