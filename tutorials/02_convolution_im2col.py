@@ -5,7 +5,8 @@
 # im2col copies those patches into the columns of a matrix, one strided slice per kernel offset, so the
 # convolution becomes one matrix product with the weights reshaped to $F \times Ck^2$. The backward is the
 # transpose of each step: $\partial W = \delta\,\mathrm{cols}^\top$, $\partial\mathrm{cols} = W^\top\delta$,
-# and col2im (the same slice loop with `+=`) adds the columns back. Derivation: `docs/math/conv.md`.
+# and col2im (the same slice loop with `+=`) adds the columns back. The last sections show the faster
+# layout `conv2d` actually runs, phase planes, and its backward. Derivation: `docs/math/conv.md`.
 # Run with `python tutorials/02_convolution_im2col.py`.
 
 # %%
@@ -65,3 +66,55 @@ assert r.ok
 w1 = rng.standard_normal((5, 3, 1, 1))
 y1, _ = F.conv2d_forward(x, w1)
 assert np.allclose(y1, np.einsum("fc,nchw->nfhw", w1[:, :, 0, 0], x))
+
+# %% [markdown]
+# ## What `conv2d` runs instead of the slice loop: phase planes
+# The slice loop copies with strides, which is slow. `conv2d` first splits the padded input into its
+# stride *phases*, $P_{ab} = \tilde x_{a::s,\, b::s}$ (stride 1: one phase, $\tilde x$ itself). Kernel offset
+# $(u, v)$ reads, for every output, phase $(u \bmod s, v \bmod s)$ shifted by $(\lfloor u/s\rfloor, \lfloor v/s\rfloor)$:
+# a plain window of one phase. Here for stride 2, against the slice-loop columns:
+
+# %%
+cols2 = _im2col(xpad, 3, 3, 2, 2, 3, 3).reshape(2, 3, 3, 3, 3, 3)      # (n, C, u, v, Ho, Wo)
+phase = {(a, b): xpad[:, :, a::2, b::2] for a in (0, 1) for b in (0, 1)}
+for u in range(3):
+    for v in range(3):
+        window = phase[u % 2, v % 2][:, :, u // 2:u // 2 + 3, v // 2:v // 2 + 3]
+        assert np.array_equal(cols2[:, :, u, v], window)
+
+# %% [markdown]
+# Stored row by row (channel-major, a chunk's samples side by side in every row, rows $W_r$ wide per
+# sample), such a window is ONE contiguous run, so the columns are nine contiguous copies and the forward
+# one matrix product per chunk. The library's own functions, checked against the slice loop:
+
+# %%
+from minirattn.functional.conv import _phase_planes, _plane_geometry, _plane_windows
+
+R, Wr, Dh, Dw = _plane_geometry(6, 6, (2, 2), (1, 1), 3, 3)
+planes = _phase_planes(x, (2, 2), (1, 1), R, Wr, Dw)               # (2, 2, C, R * n * Wr + spare)
+runs = _plane_windows(planes, 2, 3, 3, (2, 2), Wr, 3)               # (C k k, Ho * n * Wr)
+runs = runs.reshape(3, 3, 3, 3, 2, Wr)[..., :3]                     # (C, u, v, i, n, j); drop j >= Wo
+assert np.array_equal(runs.transpose(4, 0, 1, 2, 3, 5), cols2)
+
+# %% [markdown]
+# ## The backward by phases
+# Differentiating, phase $(a, b)$ of $\partial L/\partial\tilde x$ only receives from the offsets
+# $(a + 2\delta_u, b + 2\delta_v)$: it is a stride-1 convolution of $\delta$ with the sub-kernel
+# `w[:, :, a::2, b::2]`, transposed in channels and flipped, over $\delta$ zero-padded by the sub-kernel's
+# size minus one. No col2im. Checked against col2im of $W^\top\delta$:
+
+# %%
+y2, _ = F.conv2d_forward(x, w, None, 2, 1)
+dy = rng.standard_normal(y2.shape)                                   # (2, 4, 3, 3)
+dxpad = _col2im(np.matmul(w.reshape(4, 27).T, dy.reshape(2, 4, 9)), np.zeros_like(xpad), 3, 3, 2, 2, 3, 3)
+for a in (0, 1):
+    for b in (0, 1):
+        sub = w[:, :, a::2, b::2]                                    # (F, C, nr, nc)
+        nr, nc = sub.shape[2:]
+        flipped = np.ascontiguousarray(sub[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))    # (C, F, nr, nc)
+        full = F.conv2d_forward(dy, flipped, None, 1, (nr - 1, nc - 1))[0]            # (n, C, 3 + nr - 1, ..)
+        target = dxpad[:, :, a::2, b::2]                             # (n, C, 4, 4)
+        grown = np.zeros_like(target)
+        grown[:, :, :full.shape[2], :full.shape[3]] = full           # rows no output reaches get nothing
+        assert np.allclose(grown, target)
+assert np.allclose(F.conv2d_backward(dy, F.conv2d_forward(x, w, None, 2, 1)[1])[0], dxpad[:, :, 1:7, 1:7])
