@@ -231,6 +231,29 @@ def test_plane_path_at_stride_1_matches_the_slice_loop(k, p, shape):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("k,stride,padding", [
+    ((3, 3), (1, 1), (4, 1)), ((3, 2), (1, 1), (3, 0)), ((3, 3), (2, 1), (0, 2)), ((1, 3), (1, 2), (2, 4))])
+def test_plane_path_with_mixed_axes_matches_the_slice_loop(k, stride, padding):
+    """Rows padded by k or more at stride 1 (rows share no padding, so the plane path takes them), and
+    a stride-1 axis next to a strided one: output against the naive loops, dx and dw against the
+    general path."""
+    assert conv_mod._uses_planes(stride, padding, *k)
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((3, 2, 5, 6)), rng.standard_normal((4, 2) + k)
+    y, c = F.conv2d_forward(x, w, None, stride, padding)
+    dy = rng.standard_normal(y.shape)
+    fast = F.conv2d_backward(dy, c)
+    original = conv_mod._uses_planes
+    conv_mod._uses_planes = lambda *a: False
+    try:
+        slow = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, stride, padding)[1])
+    finally:
+        conv_mod._uses_planes = original
+    np.testing.assert_allclose(y, conv2d_naive(x, w, None, stride, padding), rtol=1e-10, atol=1e-10)
+    for a, b in zip(fast[:2], slow[:2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("k,s,p,shape", [
     (k, s, p, shape)
     for k, s, p in [(3, 2, 1), (3, 2, 0), (2, 2, 0), (3, 3, 1), (5, 2, 2), (2, 3, 1), (3, 2, 2)]

@@ -15,7 +15,7 @@ Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_s
   what follows). In backward each phase of dx is a stride-1 convolution of dy with
   that phase's sub-kernel, computed from contiguous runs of dy on the same grid,
   whose columns also give dw: no col2im, one set of columns.
-* anything else (a 1x1 kernel with padding, stride 1 with padding >= k) uses the
+* anything else (a 1x1 kernel with padding, columns of stride 1 padded by kw or more) uses the
   classic slice-loop im2col (one strided slice copy per kernel offset) and col2im
   (the same loop with ``+=``), kept as the general path and as the tests' oracle.
 
@@ -68,11 +68,10 @@ def _col2im(dcols, out, kh, kw, sh, sw, Ho, Wo):
 
 
 def _uses_planes(stride, padding, kh, kw):
-    """The phase-plane path: every kernel but 1x1, on each axis a stride above 1 or a padding of at
-    most k - 1 (with stride 1 a row's zero columns are shared with what follows it, which needs
-    p <= k - 1 across the row; the rule is kept the same for rows; larger paddings take the
-    general slice loop)."""
-    return (kh, kw) != (1, 1) and all(s > 1 or p <= k - 1 for s, p, k in zip(stride, padding, (kh, kw)))
+    """The phase-plane path: every kernel but 1x1, unless the columns have stride 1 and a padding
+    above kw - 1 (a row's zero columns are shared with what follows it, which needs pw <= kw - 1);
+    those take the general slice loop."""
+    return (kh, kw) != (1, 1) and (stride[1] > 1 or padding[1] <= kw - 1)
 
 
 def _plane_geometry(H, W, stride, padding, kh, kw):
