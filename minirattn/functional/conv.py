@@ -289,7 +289,7 @@ def _plane_backward(dy, kept, x_shape, w, stride, padding):
     N, C, H, W = x_shape
     F, _, kh, kw = w.shape
     Ho, Wo = dy.shape[2], dy.shape[3]
-    R, Wr, Dh, Dw = _plane_geometry(H, W, stride, padding, kh, kw)
+    _, Wr, Dh, Dw = _plane_geometry(H, W, stride, padding, kh, kw)
     g0, g1 = _dx_rows(H, sh, ph)                                        # dx's grid: phase rows g0..g1-1
     phases = _phase_kernels(w, stride, Dw)
     rows, cols_of = _phase_slices(H, sh, ph), _phase_slices(W, sw, pw)
