@@ -15,7 +15,6 @@ import os
 
 import numpy as np
 
-from minirattn import functional as F
 from minirattn.models import AttentionModule, build, feature_response
 
 FAST = os.environ.get("MINIRATTN_FAST") == "1"

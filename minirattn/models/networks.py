@@ -11,12 +11,12 @@ stage 3 at 14x14 -> 3 residual units (2048, the first /2) at 7x7 -> BN-ReLU-avg 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 
 from .. import backend
 from .. import nn
 from .attention import AttentionModule, check_choices
-from .units import ResidualUnit, stack
+from .units import ResidualUnit
 
 
 @dataclass(frozen=True)
