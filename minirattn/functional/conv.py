@@ -15,9 +15,10 @@ Three paths, all plain slicing and matrix products (no fancy indexing, no ``as_s
   what follows). In backward each phase of dx is a stride-1 convolution of dy with
   that phase's sub-kernel, computed from contiguous runs of dy on the same grid,
   whose columns also give dw: no col2im, one set of columns.
-* anything else (a 1x1 kernel with padding, columns of stride 1 padded by kw or more) uses the
-  classic slice-loop im2col (one strided slice copy per kernel offset) and col2im
-  (the same loop with ``+=``), kept as the general path and as the tests' oracle.
+* anything else (a 1x1 kernel with padding, columns of stride 1 padded by kw or
+  more) uses the classic slice-loop im2col (one strided slice copy per kernel offset)
+  and col2im (the same loop with ``+=``), kept as the general path and as the tests'
+  oracle.
 
 The im2col buffer is never larger than :data:`MAX_COL_BYTES` (:data:`MAX_COL_BYTES_CUPY`
 on CuPy) or one sample's columns, whichever is larger: the batch is processed in chunks
@@ -149,13 +150,14 @@ def _shifted_runs(dy_planes, n, Dh, Dw, Wr, g0, G):
     return cols
 
 
-def _phase_kernels(w, stride, Dw):
+def _phase_kernels(w, stride):
     """For each phase (a, b) that some kernel offset reads: (a, b, blocks), a block being
     (d0, d1, nc, w_block) for the shifts dr in d0..d1-1 and dc in 0..nc-1, with w_block (C, K) the
     offsets (a + sh dr, b + sw dc) in the order of the shifted-run columns. One block when its
     shifts are whole rows of those columns (or one row), else one block per row."""
     xp = backend.xp_of(w)
     (sh, sw), C = stride, w.shape[1]
+    Dw = (w.shape[3] - 1) // sw                                   # the largest column shift
     out = []
     for a in range(sh):
         for b in range(sw):
@@ -291,7 +293,7 @@ def _plane_backward(dy, kept, x_shape, w, stride, padding):
     Ho, Wo = dy.shape[2], dy.shape[3]
     _, Wr, Dh, Dw = _plane_geometry(H, W, stride, padding, kh, kw)
     g0, g1 = _dx_rows(H, sh, ph)                                        # dx's grid: phase rows g0..g1-1
-    phases = _phase_kernels(w, stride, Dw)
+    phases = _phase_kernels(w, stride)
     rows, cols_of = _phase_slices(H, sh, ph), _phase_slices(W, sw, pw)
     dx = (xp.zeros if kh < sh or kw < sw else xp.empty)(x_shape, dtype=dy.dtype)  # phases no offset reads stay 0
     dw_blocks = [[xp.zeros((w_blk.shape[1], C), dtype=dy.dtype) for *_, w_blk in blocks] for *_, blocks in phases]
