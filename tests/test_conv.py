@@ -85,7 +85,7 @@ def test_adjoint_identity_in_x(case):
 
 
 @given(conv_case())
-def test_plane_path_at_stride_1_matches_slice_loop_path(case):
+def test_plane_path_at_stride_1_matches_slice_loop_on_drawn_cases(case):
     """The phase-plane path at stride 1 (one phase, rows W + p wide, no col2im) against the general
     im2col/col2im path."""
     x, w, b, _, p = make(case)
