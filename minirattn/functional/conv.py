@@ -282,7 +282,8 @@ def _plane_backward(dy, kept, x_shape, w, stride, padding):
     (transposed in channels): dx_ab[r, c] = sum over its offsets of w[., ., a + sh dr, b + sw dc]^T
     dy[r - dr, c - dc]. So dy is laid on the planes' grid once per chunk (``dy_planes``, shifted by
     (Dh, Dw)), every shift is one contiguous run (``_shifted_runs``), each phase is one product per
-    block of its offsets, cropped (and, for strides above 1, interleaved) into dx; and the same
+    block of its offsets over the part of the runs on its own rows of x, cropped (and, for strides
+    above 1, interleaved) into dx; and the same
     columns times the phase plane give dw: dw[f, c, a + sh dr, b + sw dc] = sum runs[dr, dc, f] x_ab[c]
     (docs/math/conv.md). No col2im, one set of columns.
     """
@@ -305,17 +306,17 @@ def _plane_backward(dy, kept, x_shape, w, stride, padding):
         dy_planes[:, start:start + Ho * row].reshape(F, Ho, n, Wr)[..., :Wo] = dy[s:e].transpose(1, 2, 0, 3)
         cols = _shifted_runs(dy_planes, n, Dh, Dw, Wr, g0, g1 - g0)
         for (a, b, blocks), acc in zip(phases, dw_blocks):
-            x_ab = planes[a, b, :, g0 * row:g1 * row]                   # (C, G n Wr)
+            (h0, r0, nh), (w0, c0, nw) = rows[a], cols_of[b]
+            if not (nh and nw):
+                continue                                                # this phase holds only padding
+            x_ab = planes[a, b, :, r0 * row:(r0 + nh) * row]            # (C, nh n Wr): its rows of x only
             dx_ab = None
             for (d0, d1, nc, w_blk), dw_blk in zip(blocks, acc):
-                c_blk = cols[d0:d1, :nc].reshape(-1, (g1 - g0) * row)
-                part = xp.matmul(w_blk, c_blk)                           # (C, G n Wr)
+                c_blk = cols[d0:d1, :nc].reshape(-1, (g1 - g0) * row)[:, (r0 - g0) * row:(r0 - g0 + nh) * row]
+                part = xp.matmul(w_blk, c_blk)                           # (C, nh n Wr)
                 dx_ab = part if dx_ab is None else xp.add(dx_ab, part, out=dx_ab)
                 dw_blk += xp.matmul(c_blk, x_ab.T)
-            (h0, r0, nh), (w0, c0, nw) = rows[a], cols_of[b]
-            if nh and nw:
-                dx_ab = dx_ab.reshape(C, g1 - g0, n, Wr)[:, r0 - g0:r0 - g0 + nh, :, c0:c0 + nw]
-                dx[s:e, :, h0::sh, w0::sw] = dx_ab.transpose(2, 0, 1, 3)
+            dx[s:e, :, h0::sh, w0::sw] = dx_ab.reshape(C, nh, n, Wr)[..., c0:c0 + nw].transpose(2, 0, 1, 3)
     dw = xp.empty(w.shape, dtype=dy.dtype)
     for (a, b, blocks), acc in zip(phases, dw_blocks):
         for (d0, d1, nc, _), dw_blk in zip(blocks, acc):
