@@ -283,9 +283,9 @@ def _plane_backward(dy, kept, x_shape, w, stride, padding):
     dy[r - dr, c - dc]. So dy is laid on the planes' grid once per chunk (``dy_planes``, shifted by
     (Dh, Dw)), every shift is one contiguous run (``_shifted_runs``), each phase is one product per
     block of its offsets over the part of the runs on its own rows of x, cropped (and, for strides
-    above 1, interleaved) into dx; and the same
-    columns times the phase plane give dw: dw[f, c, a + sh dr, b + sw dc] = sum runs[dr, dc, f] x_ab[c]
-    (docs/math/conv.md). No col2im, one set of columns.
+    above 1, interleaved) into dx; and the same columns times the phase plane give dw:
+    dw[f, c, a + sh dr, b + sw dc] = sum runs[dr, dc, f] x_ab[c] (docs/math/conv.md). No col2im,
+    one set of columns.
     """
     xp = backend.xp_of(w)
     (sh, sw), (ph, pw) = stride, padding
