@@ -83,8 +83,9 @@ print(f"on training images with a wrong label: predicts the true class {true_rat
       f"the wrong label it was taught {taught_rate:.0%}")
 print(f"clean test accuracy: {result.final_test_accuracy:.1%} (training labels right: {1 - noise:.0%})")
 if not FAST:
-    # measured here: 79.4% clean test accuracy; on wrongly labelled training images it predicts the
-    # true class 78% of the time and the wrong label it was taught 4%
+    # measured here: 72.7% clean test accuracy (79.4% before a change of float round-off in the
+    # convolution's backward: a short run on noisy labels moves by several points); on wrongly
+    # labelled training images it predicts the true class 71% of the time and the taught label 3%
     assert result.final_test_accuracy > 1 - noise      # better than the labels it learned from
     assert true_rate > 10 * taught_rate                # it did not memorise the wrong labels
 
@@ -108,6 +109,6 @@ for name, r in zip(gap_trained, ratios):
     print(f"{name}: object/ground gap {gap_trained[name]:.3f} trained, {gap_initial[name]:.3f} before ({r:.1f}x)")
 if not FAST:
     # Even taught 30% wrong labels, every module's mask follows the object more than before training:
-    # measured here 2.4x, 3.0x, 1.4x (tutorial 09's clean run: 2.2x, 3.5x, 1.5x).
+    # measured here 2.6x, 3.2x, 1.4x (tutorial 09's clean run: 2.8x, 3.2x, 1.5x).
     assert min(ratios) > 1.2
     assert sum(ratios) / len(ratios) > 1.5
