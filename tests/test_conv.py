@@ -30,6 +30,23 @@ def make(case):
     return x, w, b, stride, padding
 
 
+def plane_and_slice_loop(x, w, b, stride, padding, dy, max_col_bytes=None):
+    """((y, (dx, dw, db)) from the phase-plane path, the same from the general im2col/col2im path,
+    switched on by making _uses_planes say no), both with MAX_COL_BYTES set to ``max_col_bytes``
+    when given (to make a batch span several chunks)."""
+    saved = conv_mod._uses_planes, conv_mod.MAX_COL_BYTES
+    if max_col_bytes is not None:
+        conv_mod.MAX_COL_BYTES = max_col_bytes
+    try:
+        y, c = F.conv2d_forward(x, w, b, stride, padding)
+        plane = y, F.conv2d_backward(dy, c)
+        conv_mod._uses_planes = lambda *a: False
+        y, c = F.conv2d_forward(x, w, b, stride, padding)
+        return plane, (y, F.conv2d_backward(dy, c))
+    finally:
+        conv_mod._uses_planes, conv_mod.MAX_COL_BYTES = saved
+
+
 @given(conv_case())
 def test_forward_matches_naive_loops(case):
     x, w, b, s, p = make(case)
@@ -93,15 +110,7 @@ def test_plane_path_at_stride_1_matches_slice_loop_on_drawn_cases(case):
     p = min(p, k - 1)
     assert conv_mod._uses_planes((1, 1), (p, p), k, k) == (k > 1)
     dy = np.random.default_rng(1).standard_normal(F.conv2d_forward(x, w, b, 1, p)[0].shape)
-    fast_y, fast_c = F.conv2d_forward(x, w, b, 1, p)
-    fast_g = F.conv2d_backward(dy, fast_c)
-    original = conv_mod._uses_planes
-    conv_mod._uses_planes = lambda *a: False
-    try:
-        slow_y, slow_c = F.conv2d_forward(x, w, b, 1, p)
-        slow_g = F.conv2d_backward(dy, slow_c)
-    finally:
-        conv_mod._uses_planes = original
+    (fast_y, fast_g), (slow_y, slow_g) = plane_and_slice_loop(x, w, b, 1, p, dy)
     np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
     for a, c in zip(fast_g, slow_g):
         if a is None:
@@ -213,19 +222,8 @@ def test_plane_path_at_stride_1_matches_the_slice_loop(k, p, shape):
     row's overrun) and a batch that spans several chunks."""
     rng = np.random.default_rng(k * 10 + p)
     x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
-    y, c = F.conv2d_forward(x, w, None, 1, p)
-    dy = rng.standard_normal(y.shape)
-    original_bytes, conv_mod.MAX_COL_BYTES = conv_mod.MAX_COL_BYTES, 4000
-    try:
-        fast = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, 1, p)[1])
-        original = conv_mod._uses_planes
-        conv_mod._uses_planes = lambda *a: False
-        try:
-            slow = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, 1, p)[1])
-        finally:
-            conv_mod._uses_planes = original
-    finally:
-        conv_mod.MAX_COL_BYTES = original_bytes
+    dy = rng.standard_normal(F.conv2d_forward(x, w, None, 1, p)[0].shape)
+    (y, fast), (_, slow) = plane_and_slice_loop(x, w, None, 1, p, dy, max_col_bytes=4000)
     np.testing.assert_allclose(y, conv2d_naive(x, w, None, 1, p), rtol=1e-10, atol=1e-10)
     for a, b in zip(fast[:2], slow[:2]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -240,15 +238,8 @@ def test_plane_path_with_mixed_axes_matches_the_slice_loop(k, stride, padding):
     assert conv_mod._uses_planes(stride, padding, *k)
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal((3, 2, 5, 6)), rng.standard_normal((4, 2) + k)
-    y, c = F.conv2d_forward(x, w, None, stride, padding)
-    dy = rng.standard_normal(y.shape)
-    fast = F.conv2d_backward(dy, c)
-    original = conv_mod._uses_planes
-    conv_mod._uses_planes = lambda *a: False
-    try:
-        slow = F.conv2d_backward(dy, F.conv2d_forward(x, w, None, stride, padding)[1])
-    finally:
-        conv_mod._uses_planes = original
+    dy = rng.standard_normal(F.conv2d_forward(x, w, None, stride, padding)[0].shape)
+    (y, fast), (_, slow) = plane_and_slice_loop(x, w, None, stride, padding, dy)
     np.testing.assert_allclose(y, conv2d_naive(x, w, None, stride, padding), rtol=1e-10, atol=1e-10)
     for a, b in zip(fast[:2], slow[:2]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -265,21 +256,8 @@ def test_plane_path_with_strides_matches_the_slice_loop(k, s, p, shape):
     assert conv_mod._uses_planes((s, s), (p, p), k, k)
     rng = np.random.default_rng(k * 100 + s * 10 + p)
     x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
-    y, _ = F.conv2d_forward(x, w, None, s, p)
-    dy = rng.standard_normal(y.shape)
-    original_bytes, conv_mod.MAX_COL_BYTES = conv_mod.MAX_COL_BYTES, 2000
-    try:
-        fast_y, fast_c = F.conv2d_forward(x, w, None, s, p)
-        fast = F.conv2d_backward(dy, fast_c)
-        original = conv_mod._uses_planes
-        conv_mod._uses_planes = lambda *a: False
-        try:
-            slow_y, slow_c = F.conv2d_forward(x, w, None, s, p)
-            slow = F.conv2d_backward(dy, slow_c)
-        finally:
-            conv_mod._uses_planes = original
-    finally:
-        conv_mod.MAX_COL_BYTES = original_bytes
+    dy = rng.standard_normal(F.conv2d_forward(x, w, None, s, p)[0].shape)
+    (fast_y, fast), (slow_y, slow) = plane_and_slice_loop(x, w, None, s, p, dy, max_col_bytes=2000)
     np.testing.assert_allclose(fast_y, conv2d_naive(x, w, None, s, p), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
     for a, b in zip(fast[:2], slow[:2]):
