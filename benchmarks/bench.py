@@ -60,12 +60,17 @@ def _setup(arch, batch, seed=0):
     return twin, ours, x, y
 
 
+def _backend_for(device):
+    """minirattn's backend for a PyTorch device: NumPy beside "cpu", CuPy beside "cuda"."""
+    return "numpy" if device == "cpu" else "cupy"
+
+
 def _loss_and_grads(twin, ours, x, y, device="cpu"):
     """Both networks' loss and gradients (name -> float64 NumPy array) on the same batch; on the
     GPU (device "cuda") minirattn runs on CuPy and the twin on CUDA."""
     import torch
     from minirattn import backend as B, functional as F
-    name = "numpy" if device == "cpu" else "cupy"
+    name = _backend_for(device)
     logits = ours(B.to_device(x, name))
     loss, d = F.softmax_cross_entropy(logits, B.to_device(y, name))
     ours.zero_grad()
@@ -92,7 +97,7 @@ def check_same_answer(twin, ours, x, y, device="cpu"):
 
     Returns a dict of the measured relative errors."""
     from torch_twin import numpy_state
-    name = "numpy" if device == "cpu" else "cupy"
+    name = _backend_for(device)
     twin.double().to(device)
     ours.to(name, dtype="float64")
     ours.load_state_dict(numpy_state(twin))
@@ -139,7 +144,7 @@ def time_steps(twin, ours, x, y, repeats, device="cpu"):
     import torch
     from minirattn import backend as B
     from minirattn.train import SGD
-    name = "numpy" if device == "cpu" else "cupy"
+    name = _backend_for(device)
     opt_t = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     opt_o = SGD(ours, lr=0.01)
     xo, yo = B.to_device(x, name), B.to_device(y, name)

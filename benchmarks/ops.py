@@ -13,8 +13,8 @@ rate on the same GEMM shape, (F, C k^2) @ (C k^2, N Ho Wo): how far the convolut
 limit that a matrix product sets on this machine (issue 6 asks for 60% of it). The last column
 is a tighter limit: the time of the three products a convolution's forward + backward needs, each
 at its own shape (forward (F, C k^2) @ (C k^2, P), weight gradient (F, P) @ (P, C k^2), input
-gradient (C k^2, F) @ (F, P), P = N Ho Wo), against the convolution's time; the backward's two are
-slower than the forward's when F or C is small. For both, the convolution and the products
+gradient (C k^2, F) @ (F, P), P = N Ho Wo), against the convolution's time; the three run at
+different rates when one of them is only F or C = 16 deep. For both, the convolution and the products
 are timed back to back (the same cache state for all); the ratio column alternates minirattn with
 PyTorch, so each starts after the other has run.
 
