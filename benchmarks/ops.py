@@ -76,7 +76,7 @@ def _cases(np, torch):
         x, g, b = arr(N, C, H, H), arr(C), arr(C)
 
         def ours(x, dy, g=g, b=b):
-            y, c, _, _ = F.batchnorm2d_forward(x, g, b, np.zeros_like(g), np.ones_like(g))
+            y, c = F.batchnorm2d_forward(x, g, b)
             return y, F.batchnorm2d_backward(dy(y.shape), c)[0]
 
         def theirs(x, dy, g=g, b=b):

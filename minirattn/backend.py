@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
-    "to_numpy", "pad", "scatter_add", "numpy", "default_rng", "is_floating",
+    "to_numpy", "pad", "numpy", "default_rng", "is_floating",
     "synchronize",
 ]
 
@@ -120,18 +120,6 @@ def pad(x, ph: int, pw: int, value: float = 0.0):
     out = xp.full(x.shape[:-2] + (x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw), value, dtype=x.dtype)
     out[..., ph:ph + x.shape[-2], pw:pw + x.shape[-1]] = x
     return out
-
-
-def scatter_add(target, indices, values) -> None:
-    """``target[indices] += values`` with duplicate indices summed (in place).
-
-    Plain ``a[idx] += v`` drops duplicates on NumPy and is undefined on CuPy.
-    """
-    if _is_cupy_array(target):  # pragma: no cover - GPU only
-        import cupyx  # noqa: WPS433
-        cupyx.scatter_add(target, indices, values)
-    else:
-        np.add.at(target, indices, values)
 
 
 def default_rng(seed=None):

@@ -32,7 +32,7 @@ def run_dir(base: str, resume: bool) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
-    from .functional import LEARNING_RULES, MASK_ACTIVATIONS
+    from .functional import LEARNING_RULES, ATTENTION_TYPES
     from .models import MASKS, REGISTRY
     p = argparse.ArgumentParser(prog="minirattn", description="Residual Attention Networks in NumPy/CuPy.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=DEMO["lr"])
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--label-noise", type=float, default=0.0, help="1 - r of Eq. (7), in [0, 1)")
-    t.add_argument("--attention", default="mixed", choices=MASK_ACTIVATIONS)
+    t.add_argument("--attention", default="mixed", choices=ATTENTION_TYPES)
     t.add_argument("--learning", default="arl", choices=LEARNING_RULES)
     t.add_argument("--mask", default="soft", choices=MASKS)
     t.add_argument("--seed", type=int, default=0)

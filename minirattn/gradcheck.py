@@ -3,6 +3,7 @@
     >>> from minirattn import gradcheck, functional as F
     >>> x, w = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
     >>> gradcheck(F.conv2d_forward, [x, w], F.conv2d_backward)   # raises if wrong
+    >>> gradcheck(lambda x: F.batchnorm2d_forward(x, g, b), [x], F.batchnorm2d_backward)
 
 The scalar that is differentiated is L = sum(y * dy) for a fixed random upstream
 gradient dy (never all ones: with ones, e.g. batch norm's input gradient is
@@ -62,7 +63,10 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     """Compare analytic and finite-difference gradients in float64.
 
     fn, backward: either an op pair ``y, cache = fn(*inputs)``, ``grads = backward(dy, cache)``
-        (grads aligned with inputs, None where an input has no gradient), or a
+        (the op contract: one gradient per input, in order; a single input's may come bare;
+        gradients after the last of ``inputs`` belong to arrays ``fn`` fixes, such as batch
+        norm's gamma and beta in ``lambda x: batchnorm2d_forward(x, g, b)``, and are not
+        checked), or a
         :class:`minirattn.nn.Module` (``backward`` omitted): ``y = fn(*inputs)``,
         ``dx = fn.backward(dy)``, parameter gradients read from ``fn.grads``.
     inputs: a list of arrays (a single array is accepted); non-float entries are passed through.
@@ -119,6 +123,9 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     else:
         out = fn(*inputs)
         gin = _as_tuple(backward(dy, out[1]))
+        if len(gin) < len(inputs):
+            raise GradcheckError(f"gradcheck: backward returned {len(gin)} gradient(s) for "
+                                 f"{len(inputs)} inputs (the op contract: one per input, in order)")
         analytic = [gin[i] for i in wrt]
 
     rows = []

@@ -43,7 +43,7 @@ def test_f3_spatial(case):
     gradcheck(F.f3_spatial_forward, [x], F.f3_spatial_backward)
 
 
-@pytest.mark.parametrize("attention", F.MASK_ACTIVATIONS)
+@pytest.mark.parametrize("attention", F.ATTENTION_TYPES)
 def test_dispatch(attention):
     x = away_from_zero(np.random.default_rng(1), (2, 3, 4, 4))
     gradcheck(lambda x: F.mask_activation_forward(x, attention), [x], F.mask_activation_backward)

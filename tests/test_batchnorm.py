@@ -28,7 +28,8 @@ def make(case):
 def test_training_forward_conventions(case):
     x, g, b, rm, rv, mom = make(case)
     args = [a.copy() for a in (x, g, b, rm, rv)]
-    y, _, nm, nv = F.batchnorm2d_forward(x, g, b, rm, rv, training=True, momentum=mom)
+    y, cache = F.batchnorm2d_forward(x, g, b, rm, rv, training=True)
+    nm, nv = F.batchnorm2d_running_stats(cache, rm, rv, momentum=mom)
     mu, var = x.mean((0, 2, 3)), x.var((0, 2, 3))                  # biased to normalise
     M = x.shape[0] * x.shape[2] * x.shape[3]
     ref = (x - mu[:, None, None]) / np.sqrt(var[:, None, None] + 1e-5) * g[:, None, None] + b[:, None, None]
@@ -42,7 +43,8 @@ def test_training_forward_conventions(case):
 @given(bn_case())
 def test_eval_forward_uses_running_stats(case):
     x, g, b, rm, rv, _ = make(case)
-    y, _, nm, nv = F.batchnorm2d_forward(x, g, b, rm, rv, training=False)
+    y, cache = F.batchnorm2d_forward(x, g, b, rm, rv, training=False)
+    nm, nv = F.batchnorm2d_running_stats(cache, rm, rv)
     ref = (x - rm[:, None, None]) / np.sqrt(rv[:, None, None] + 1e-5) * g[:, None, None] + b[:, None, None]
     np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-12)
     assert nm is rm and nv is rv
@@ -51,8 +53,8 @@ def test_eval_forward_uses_running_stats(case):
 @pytest.mark.parametrize("training", [True, False])
 @given(case=bn_case())
 def test_backward_matches_finite_differences(training, case):
-    x, g, b, rm, rv, mom = make(case)
-    fwd = lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv, training=training, momentum=mom)[:2]
+    x, g, b, rm, rv, _ = make(case)
+    fwd = lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv, training=training)
     gradcheck(fwd, [x, g, b], F.batchnorm2d_backward, tol=1e-6)
 
 
@@ -60,7 +62,7 @@ def test_all_ones_upstream_gives_zero_input_gradient_so_we_never_test_with_it():
     """Why random upstream gradients: with dy = 1 the exact dx is 0 in training mode."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 3, 2, 2))
-    y, c, _, _ = F.batchnorm2d_forward(x, np.ones(3), np.zeros(3), np.zeros(3), np.ones(3))
+    y, c = F.batchnorm2d_forward(x, np.ones(3), np.zeros(3))
     dx = F.batchnorm2d_backward(np.ones_like(y), c)[0]
     assert np.abs(dx).max() < 1e-12
 
@@ -68,7 +70,8 @@ def test_all_ones_upstream_gives_zero_input_gradient_so_we_never_test_with_it():
 def test_float32_stays_float32():
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
     c3 = np.ones(3, np.float32)
-    y, c, rm, rv = F.batchnorm2d_forward(x, c3, 0 * c3, 0 * c3, c3)
+    y, c = F.batchnorm2d_forward(x, c3, 0 * c3)
+    rm, rv = F.batchnorm2d_running_stats(c, 0 * c3, c3)
     assert y.dtype == rm.dtype == rv.dtype == np.float32
     assert all(g.dtype == np.float32 for g in F.batchnorm2d_backward(y, c))
 
@@ -84,4 +87,7 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="floating-point"):
         F.batchnorm2d_forward(np.zeros((2, 3, 2, 2), dtype=int), c3, c3, c3, c3)
     with pytest.raises(ValueError, match="momentum"):
-        F.batchnorm2d_forward(np.ones((2, 3, 2, 2)), c3, c3, c3, c3, momentum=1.5)
+        F.batchnorm2d_running_stats(F.batchnorm2d_forward(np.ones((2, 3, 2, 2)), c3, c3)[1], c3, c3,
+                                    momentum=1.5)
+    with pytest.raises(ValueError, match="evaluation mode needs running_mean"):
+        F.batchnorm2d_forward(np.ones((2, 3, 2, 2)), c3, c3, training=False)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minirattn import functional as F, gradcheck
-from minirattn.functional import conv as conv_mod
+from minirattn.functional import _columns, conv as conv_mod, conv_planes
 from helpers import conv2d_naive, noncontiguous
 
 
@@ -30,37 +30,38 @@ def make(case):
     return x, w, b, stride, padding
 
 
-def plane_and_slice_loop(x, w, b, stride, padding, dy, max_col_bytes=None):
-    """((y, (dx, dw, db)) from the phase-plane path, the same from the general im2col/col2im path,
-    switched on by making _uses_planes say no), both with MAX_COL_BYTES set to ``max_col_bytes``
-    when given (to make a batch span several chunks)."""
-    saved = conv_mod._uses_planes, conv_mod.MAX_COL_BYTES
-    if max_col_bytes is not None:
-        conv_mod.MAX_COL_BYTES = max_col_bytes
-    try:
-        y, c = F.conv2d_forward(x, w, b, stride, padding)
-        plane = y, F.conv2d_backward(dy, c)
-        conv_mod._uses_planes = lambda *a: False
-        y, c = F.conv2d_forward(x, w, b, stride, padding)
-        return plane, (y, F.conv2d_backward(dy, c))
-    finally:
-        conv_mod._uses_planes, conv_mod.MAX_COL_BYTES = saved
+def fast_and_textbook(x, w, b, stride, padding, dy, method="planes", max_col_bytes=None):
+    """((y, grads) from ``method``, (y, grads) from the textbook im2col/col2im path), both with
+    column buffers bounded by ``max_col_bytes`` when given (to make a batch span several chunks)."""
+    out = []
+    for m in (method, "im2col"):
+        y, c = F.conv2d_forward(x, w, b, stride, padding, method=m, max_col_bytes=max_col_bytes)
+        assert c.method == m
+        out.append((y, F.conv2d_backward(dy, c)))
+    return out
 
 
-@given(conv_case())
-def test_forward_matches_naive_loops(case):
+def assert_same_gradients(fast, slow, n_inputs):
+    assert len(fast) == len(slow) == n_inputs               # one gradient per input given
+    for a, c in zip(fast, slow):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["im2col", "auto"])
+@given(case=conv_case())
+def test_forward_matches_naive_loops(method, case):
     x, w, b, s, p = make(case)
-    y, _ = F.conv2d_forward(x, w, b, s, p)
+    y, _ = F.conv2d_forward(x, w, b, s, p, method=method)
     np.testing.assert_allclose(y, conv2d_naive(x, w, b, s, p), rtol=1e-10, atol=1e-10)
 
 
-@given(conv_case())
-def test_backward_matches_finite_differences(case):
+@pytest.mark.parametrize("method", ["im2col", "auto"])
+@given(case=conv_case())
+def test_backward_matches_finite_differences(method, case):
     x, w, b, s, p = make(case)
     inputs = [x, w] + ([b] if b is not None else [])
-    fwd = lambda x, w, b=None: F.conv2d_forward(x, w, b, s, p)
-    bwd = lambda dy, c: F.conv2d_backward(dy, c)[:len(inputs)]
-    gradcheck(fwd, inputs, bwd, tol=1e-6)
+    fwd = lambda x, w, b=None: F.conv2d_forward(x, w, b, s, p, method=method)
+    gradcheck(fwd, inputs, F.conv2d_backward, tol=1e-6)
 
 
 @st.composite
@@ -86,7 +87,42 @@ def test_rectangular_kernels_strides_and_paddings(case):
     y, _ = F.conv2d_forward(x, w, b, stride, padding)
     np.testing.assert_allclose(y, conv2d_naive(x, w, b, stride, padding), rtol=1e-10, atol=1e-10)
     gradcheck(lambda x, w, b: F.conv2d_forward(x, w, b, stride, padding), [x, w, b],
-              lambda dy, c: F.conv2d_backward(dy, c), tol=1e-6)
+              F.conv2d_backward, tol=1e-6)
+
+
+@given(rectangular_case(), st.sampled_from(["matmul", "planes"]), st.booleans())
+def test_fast_paths_match_the_textbook(case, method, bias):
+    """Every fast path, wherever it applies, against im2col/col2im: output and every gradient to
+    1e-12, kernel sizes, strides and paddings drawn per axis, batches split into small chunks."""
+    N, C, Fo, H, W, (kh, kw), stride, (ph, pw), seed = case
+    if method == "matmul":                                      # the geometry each path needs
+        kh, kw, ph, pw = 1, 1, 0, 0
+    elif stride[1] == 1:
+        pw = min(pw, kw - 1)
+    H, W = max(H, kh - 2 * ph), max(W, kw - 2 * pw)
+    padding = (ph, pw)
+    assert conv_mod.conv_method((kh, kw), stride, padding, method) == method
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((Fo, C, kh, kw))
+    b = rng.standard_normal(Fo) if bias else None
+    dy = rng.standard_normal(F.conv2d_forward(x, w, b, stride, padding)[0].shape)
+    (y, fast), (y_ref, slow) = fast_and_textbook(x, w, b, stride, padding, dy, method, max_col_bytes=500)
+    np.testing.assert_allclose(y, y_ref, rtol=1e-12, atol=1e-12)
+    assert_same_gradients(fast, slow, 3 if bias else 2)
+
+
+def test_methods_are_chosen_by_name_and_refused_where_they_do_not_apply():
+    assert conv_mod.conv_method((1, 1), (2, 2), (0, 0)) == "matmul"
+    assert conv_mod.conv_method((3, 3), (2, 2), (1, 1)) == "planes"
+    assert conv_mod.conv_method((3, 3), (1, 1), (3, 3)) == "im2col"      # stride-1 columns padded by k
+    assert conv_mod.conv_method((3, 3), (1, 1), (3, 3), "im2col") == "im2col"
+    x, w = np.zeros((1, 1, 4, 4)), np.zeros((1, 1, 3, 3))
+    with pytest.raises(ValueError, match="'matmul' needs a 1x1 kernel without padding"):
+        F.conv2d_forward(x, w, None, 1, 1, method="matmul")
+    with pytest.raises(ValueError, match="'planes' needs column stride > 1"):
+        F.conv2d_forward(x, w, None, 1, 3, method="planes")
+    with pytest.raises(ValueError, match="unknown conv2d method 'fft'"):
+        F.conv2d_forward(x, w, method="fft")
 
 
 @given(conv_case())
@@ -96,7 +132,7 @@ def test_adjoint_identity_in_x(case):
     rng = np.random.default_rng(1)
     y, cache = F.conv2d_forward(x, w, None, s, p)
     u = rng.standard_normal(y.shape)
-    dx = F.conv2d_backward(u, cache)[0]
+    dx, _ = F.conv2d_backward(u, cache)
     lhs, rhs = (y * u).sum(), (x * dx).sum()
     assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))
 
@@ -108,55 +144,50 @@ def test_plane_path_at_stride_1_matches_slice_loop_on_drawn_cases(case):
     x, w, b, _, p = make(case)
     k = w.shape[2]
     p = min(p, k - 1)
-    assert conv_mod._uses_planes((1, 1), (p, p), k, k) == (k > 1)
+    assert conv_mod.conv_method((k, k), (1, 1), (p, p)) == ("planes" if k > 1 else "matmul" if p == 0 else "im2col")
     dy = np.random.default_rng(1).standard_normal(F.conv2d_forward(x, w, b, 1, p)[0].shape)
-    (fast_y, fast_g), (slow_y, slow_g) = plane_and_slice_loop(x, w, b, 1, p, dy)
+    (fast_y, fast_g), (slow_y, slow_g) = fast_and_textbook(x, w, b, 1, p, dy)
     np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
-    for a, c in zip(fast_g, slow_g):
-        if a is None:
-            assert c is None
-        else:
-            np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
+    assert_same_gradients(fast_g, slow_g, 2 if b is None else 3)
 
 
 def test_numpy_chunks_by_max_col_bytes():
-    per_sample = conv_mod.MAX_COL_BYTES // 3 + 1                 # two samples fit, three do not
-    assert conv_mod._chunks(5, per_sample, np.zeros(1)) == [(0, 2), (2, 4), (4, 5)]
-    assert conv_mod._chunks(3, 10 * conv_mod.MAX_COL_BYTES, np.zeros(1)) == [(0, 1), (1, 2), (2, 3)]
+    per_sample = _columns.MAX_COL_BYTES // 3 + 1                 # two samples fit, three do not
+    assert _columns.chunks(5, per_sample, np.zeros(1)) == [(0, 2), (2, 4), (4, 5)]
+    assert _columns.chunks(3, 10 * _columns.MAX_COL_BYTES, np.zeros(1)) == [(0, 1), (1, 2), (2, 3)]
+    assert _columns.chunks(5, 10, np.zeros(1), max_col_bytes=20) == [(0, 2), (2, 4), (4, 5)]
 
 
+@pytest.mark.parametrize("method", ["im2col", "planes"])
 @pytest.mark.parametrize("stride", [1, 2])   # one phase plane; four
-def test_chunked_im2col_matches_unchunked(monkeypatch, stride):
+def test_chunked_matches_unchunked(method, stride):
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((5, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
-    y_full, c = F.conv2d_forward(x, w, None, stride, 1)
+    y_full, c = F.conv2d_forward(x, w, None, stride, 1, method=method)
     g_full = F.conv2d_backward(y_full, c)
-    monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", 1)  # one sample per chunk
-    y_chunk, c = F.conv2d_forward(x, w, None, stride, 1)
+    y_chunk, c = F.conv2d_forward(x, w, None, stride, 1, method=method, max_col_bytes=1)  # 1 sample each
     g_chunk = F.conv2d_backward(y_full, c)
     np.testing.assert_allclose(y_chunk, y_full, rtol=1e-12)
-    for a, b in zip(g_full[:2], g_chunk[:2]):
-        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert_same_gradients(g_full, g_chunk, 2)
 
 
 @pytest.mark.parametrize("stride,padding", [(1, 1), (2, 1), (1, 3)])   # planes (1 phase, 4); slice loop
 @pytest.mark.parametrize("limit", [1, 3000, 20000, 10**9])
 def test_column_buffer_never_exceeds_bound(monkeypatch, stride, padding, limit):
-    """Every im2col buffer, forward and backward, is at most max(MAX_COL_BYTES, one sample's columns)."""
+    """Every column buffer, forward and backward, is at most max(max_col_bytes, one sample's columns)."""
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((7, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
-    monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", limit)
     sizes = []
-    for name in ("_plane_windows", "_shifted_runs", "_im2col"):
-        original = getattr(conv_mod, name)
+    for module, name in ((conv_planes, "plane_windows"), (conv_planes, "shifted_runs"), (conv_mod, "im2col")):
+        original = getattr(module, name)
 
         def recording(*args, _original=original, _name=name):
             cols = _original(*args)
-            samples = cols.shape[0] if _name == "_im2col" else args[1]     # (planes, n, ..)
+            samples = cols.shape[0] if _name == "im2col" else args[1]     # (planes, n, ..)
             sizes.append((cols.nbytes, samples))
             return cols
-        monkeypatch.setattr(conv_mod, name, recording)
-    y, c = F.conv2d_forward(x, w, None, stride, padding)
+        monkeypatch.setattr(module, name, recording)
+    y, c = F.conv2d_forward(x, w, None, stride, padding, max_col_bytes=limit)
     F.conv2d_backward(rng.standard_normal(y.shape), c)
     assert sizes, "no column buffer was built"
     for nbytes, n in sizes:
@@ -172,7 +203,7 @@ def test_inputs_not_mutated_and_noncontiguous_ok(k, stride, padding):
     x0, w0 = xn.copy(), wn.copy()
     y, cache = F.conv2d_forward(xn, wn, None, stride, padding)
     dy = rng.standard_normal(y.shape)
-    dx, dw, _ = F.conv2d_backward(dy, cache)
+    dx, dw = F.conv2d_backward(dy, cache)
     np.testing.assert_array_equal(xn, x0)
     np.testing.assert_array_equal(wn, w0)
     y2, cache2 = F.conv2d_forward(x, w, None, stride, padding)
@@ -223,10 +254,9 @@ def test_plane_path_at_stride_1_matches_the_slice_loop(k, p, shape):
     rng = np.random.default_rng(k * 10 + p)
     x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
     dy = rng.standard_normal(F.conv2d_forward(x, w, None, 1, p)[0].shape)
-    (y, fast), (_, slow) = plane_and_slice_loop(x, w, None, 1, p, dy, max_col_bytes=4000)
+    (y, fast), (_, slow) = fast_and_textbook(x, w, None, 1, p, dy, max_col_bytes=4000)
     np.testing.assert_allclose(y, conv2d_naive(x, w, None, 1, p), rtol=1e-10, atol=1e-10)
-    for a, b in zip(fast[:2], slow[:2]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert_same_gradients(fast, slow, 2)
 
 
 @pytest.mark.parametrize("k,stride,padding", [
@@ -235,14 +265,13 @@ def test_plane_path_with_mixed_axes_matches_the_slice_loop(k, stride, padding):
     """Rows padded by k or more at stride 1 (rows share no padding, so the plane path takes them), and
     a stride-1 axis next to a strided one: output against the naive loops, dx and dw against the
     general path."""
-    assert conv_mod._uses_planes(stride, padding, *k)
+    assert conv_mod.conv_method(k, stride, padding) == "planes"
     rng = np.random.default_rng(7)
     x, w = rng.standard_normal((3, 2, 5, 6)), rng.standard_normal((4, 2) + k)
     dy = rng.standard_normal(F.conv2d_forward(x, w, None, stride, padding)[0].shape)
-    (y, fast), (_, slow) = plane_and_slice_loop(x, w, None, stride, padding, dy)
+    (y, fast), (_, slow) = fast_and_textbook(x, w, None, stride, padding, dy)
     np.testing.assert_allclose(y, conv2d_naive(x, w, None, stride, padding), rtol=1e-10, atol=1e-10)
-    for a, b in zip(fast[:2], slow[:2]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert_same_gradients(fast, slow, 2)
 
 
 @pytest.mark.parametrize("k,s,p,shape", [
@@ -253,12 +282,11 @@ def test_plane_path_with_mixed_axes_matches_the_slice_loop(k, stride, padding):
 def test_plane_path_with_strides_matches_the_slice_loop(k, s, p, shape):
     """Strided convolutions through phase planes against the general im2col/col2im path: output,
     dx and dw, for odd and even sizes, kernels larger and smaller than the stride, chunked batches."""
-    assert conv_mod._uses_planes((s, s), (p, p), k, k)
+    assert conv_mod.conv_method((k, k), (s, s), (p, p)) == "planes"
     rng = np.random.default_rng(k * 100 + s * 10 + p)
     x, w = rng.standard_normal(shape), rng.standard_normal((4, shape[1], k, k))
     dy = rng.standard_normal(F.conv2d_forward(x, w, None, s, p)[0].shape)
-    (fast_y, fast), (slow_y, slow) = plane_and_slice_loop(x, w, None, s, p, dy, max_col_bytes=2000)
+    (fast_y, fast), (slow_y, slow) = fast_and_textbook(x, w, None, s, p, dy, max_col_bytes=2000)
     np.testing.assert_allclose(fast_y, conv2d_naive(x, w, None, s, p), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
-    for a, b in zip(fast[:2], slow[:2]):
-        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert_same_gradients(fast, slow, 2)

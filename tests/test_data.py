@@ -46,7 +46,7 @@ def test_shapes_needs_spatial_features_logistic_regression_scores_at_most_40_per
 
 
 def test_shapes_bad_sizes():
-    with pytest.raises(ValueError, match="n_train must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="n_train: expected an int >= 1, got 0"):
         make_shapes(0, 10)
 
 
@@ -230,5 +230,5 @@ def test_batch_stream_is_a_pure_function_of_seed_and_iteration():
     epoch = np.concatenate([s1.batch(i)[1] for i in range(3)])   # 3 batches of 6 per epoch
     assert len(set(epoch)) == 18             # no repeats within an epoch
     assert not np.array_equal(BatchStream(x, y, mean, 6, seed=2).batch(0)[1], s1.batch(0)[1])
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="batch_size: expected an int >= 1, got 0"):
         BatchStream(x, y, mean, 0)

@@ -78,27 +78,26 @@ def test_bench_gpu_half_checks_the_answer_and_times_both():
 
 def test_cupy_chunks_by_its_own_column_budget():
     """On CuPy the batch is chunked by MAX_COL_BYTES_CUPY (few large chunks), not NumPy's cache-sized bound."""
-    from minirattn.functional import conv as conv_mod
-    per_sample = conv_mod.MAX_COL_BYTES // 2
-    assert len(conv_mod._chunks(64, per_sample, np.zeros(1))) == 32
-    assert len(conv_mod._chunks(64, per_sample, backend.to_device(np.zeros(1), "cupy"))) == 1
+    from minirattn.functional import _columns
+    per_sample = _columns.MAX_COL_BYTES // 2
+    assert len(_columns.chunks(64, per_sample, np.zeros(1))) == 32
+    assert len(_columns.chunks(64, per_sample, backend.to_device(np.zeros(1), "cupy"))) == 1
 
 
 @pytest.mark.parametrize("stride", [1, 2])
-def test_chunked_phase_plane_conv_numpy_cupy_parity(monkeypatch, stride):
+def test_chunked_phase_plane_conv_numpy_cupy_parity(stride):
     """The phase-plane path in small chunks (samples side by side, writes through reshaped views of
     slices) gives the same output, dx and dw on CuPy as on NumPy."""
-    from minirattn.functional import conv as conv_mod
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((7, 3, 9, 8)), rng.standard_normal((4, 3, 3, 3))
-    monkeypatch.setattr(conv_mod, "MAX_COL_BYTES", 3000)
-    monkeypatch.setattr(conv_mod, "MAX_COL_BYTES_CUPY", 3000)
-    y, c = F.conv2d_forward(x, w, None, stride, 1)
+    kw = dict(method="planes", max_col_bytes=3000)
+    y, c = F.conv2d_forward(x, w, None, stride, 1, **kw)
     dy = rng.standard_normal(y.shape)
     g = F.conv2d_backward(dy, c)
-    yg, cg = F.conv2d_forward(backend.to_device(x, "cupy"), backend.to_device(w, "cupy"), None, stride, 1)
+    yg, cg = F.conv2d_forward(backend.to_device(x, "cupy"), backend.to_device(w, "cupy"), None, stride, 1, **kw)
     gg = F.conv2d_backward(backend.to_device(dy, "cupy"), cg)
-    assert len(cg[0]) > 2                                   # several chunks
+    assert cg.method == "planes" and len(cg.saved) > 2      # several chunks
     np.testing.assert_allclose(backend.to_numpy(yg), y, rtol=1e-10, atol=1e-12)
-    for a, b in zip(g[:2], gg[:2]):
+    assert len(g) == len(gg) == 2
+    for a, b in zip(g, gg):
         np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-10, atol=1e-12)

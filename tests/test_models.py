@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from minirattn import gradcheck, nn
-from minirattn.functional import LEARNING_RULES, MASK_ACTIVATIONS
+from minirattn.functional import LEARNING_RULES, ATTENTION_TYPES
 from minirattn.models import (AttentionModule, LocalMask, ResidualUnit, SoftMaskBranch, build,
-                              collect_masks, count_parameters, feature_response, list_models)
+                              collect_masks, feature_response, list_models)
 
 D = "float64"
 # Composite checks use eps = 1e-6: a difference step must not carry a ReLU input or a
@@ -58,7 +58,7 @@ def test_local_mask_gradients():
 
 # ---- attention module -------------------------------------------------------------------------
 @pytest.mark.parametrize("learning", LEARNING_RULES)
-@pytest.mark.parametrize("attention", MASK_ACTIVATIONS)
+@pytest.mark.parametrize("attention", ATTENTION_TYPES)
 def test_attention_module_gradients(attention, learning):
     mod = AttentionModule(4, 2, p=1, t=1, r=1, attention=attention, learning=learning, rng=4, dtype=D)
     gradcheck(mod, [x_of((3, 4, 8, 8), seed=5)], eps=EPS, elementwise_limit=0, n_directions=2, tol=1e-6)
@@ -135,18 +135,18 @@ def test_tiny_network_end_to_end_gradients():
 @pytest.mark.parametrize("name,expected", [("attention56", 1_148_826), ("attention92", 1_959_706),
                                            ("attention236", 5_203_226)])
 def test_cifar_parameter_counts_are_exact(name, expected):
-    assert count_parameters(build(name, num_classes=10)) == expected
+    assert build(name, num_classes=10).num_parameters() == expected
 
 
 @pytest.mark.parametrize("name,paper", [("attention56_imagenet", 31.9e6), ("attention92_imagenet", 51.3e6)])
 def test_imagenet_parameter_counts_within_3_percent(name, paper):
-    n = count_parameters(build(name, num_classes=1000))
+    n = build(name, num_classes=1000).num_parameters()
     assert abs(n / paper - 1) < 0.03, (name, n)
 
 
 def test_resnet164_is_the_papers_baseline():
     net = build("resnet164")
-    assert abs(count_parameters(net) / 1.7e6 - 1) < 0.01
+    assert abs(net.num_parameters() / 1.7e6 - 1) < 0.01
     assert sum(isinstance(m, ResidualUnit) for m in net.modules()) == 54           # 3 x 18 units
     assert not net.attention_modules()
 

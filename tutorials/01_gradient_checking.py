@@ -52,13 +52,13 @@ assert err32 > 1e-3
 # %%
 x = rng.standard_normal((4, 3, 2, 2))
 c3 = np.ones(3)
-y, cache, _, _ = F.batchnorm2d_forward(x, c3, 0 * c3, 0 * c3, c3)
-dx_ones = F.batchnorm2d_backward(np.ones_like(y), cache)[0]
+y, cache = F.batchnorm2d_forward(x, c3, 0 * c3)
+dx_ones, _, _ = F.batchnorm2d_backward(np.ones_like(y), cache)
 print(f"batch norm input gradient for dy = 1: max |dx| = {np.abs(dx_ones).max():.1e}")
 assert np.abs(dx_ones).max() < 1e-12
 
-report = mr.gradcheck(lambda x: F.batchnorm2d_forward(x, c3, 0 * c3, 0 * c3, c3)[:2], [x],
-                      lambda dy, c: F.batchnorm2d_backward(dy, c)[:1])
+# gamma and beta are fixed here, so their gradients (after dx) are not checked
+report = mr.gradcheck(lambda x: F.batchnorm2d_forward(x, c3, 0 * c3), [x], F.batchnorm2d_backward)
 print(report)
 assert report.ok and report.worst_error < 1e-6
 

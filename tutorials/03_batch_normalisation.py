@@ -23,10 +23,13 @@ rm, rv = np.zeros(3), np.ones(3)
 # %% [markdown]
 # ## Forward: the statistics conventions
 # The batch is normalised with the biased variance; the running variance is updated with the unbiased
-# one, with PyTorch's momentum 0.1.
+# one, with PyTorch's momentum 0.1. The running statistics are not part of the differentiable op: the
+# forward keeps the batch's statistics in its cache, and `batchnorm2d_running_stats` returns the
+# updated running pair from them.
 
 # %%
-y, cache, new_mean, new_var = F.batchnorm2d_forward(x, gamma, beta, rm, rv, training=True)
+y, cache = F.batchnorm2d_forward(x, gamma, beta, rm, rv, training=True)
+new_mean, new_var = F.batchnorm2d_running_stats(cache, rm, rv, momentum=0.1)
 xhat = (y - beta[None, :, None, None]) / gamma[None, :, None, None]
 assert np.allclose(xhat.mean(axis=(0, 2, 3)), 0) and np.allclose(xhat.var(axis=(0, 2, 3)), 1, atol=1e-4)
 M = 8 * 4 * 4
@@ -44,7 +47,7 @@ by_formula = (gamma * inv_std / M)[None, :, None, None] * (M * dy - s1[None, :, 
                                                           - xhat * s2[None, :, None, None])
 dx, dgamma, dbeta = F.batchnorm2d_backward(dy, cache)
 assert np.allclose(dx, by_formula) and np.allclose(dgamma, s2) and np.allclose(dbeta, s1)
-r = mr.gradcheck(lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv)[:2], [x, gamma, beta],
+r = mr.gradcheck(lambda x, g, b: F.batchnorm2d_forward(x, g, b), [x, gamma, beta],
                  F.batchnorm2d_backward)
 print(f"finite differences: worst relative error {r.worst_error:.1e}")
 assert r.ok
@@ -54,6 +57,6 @@ assert r.ok
 # Then the layer is an affine map per channel and its gradient is just $\gamma\,\delta/\sqrt{\sigma^2_{run}+\epsilon}$.
 
 # %%
-y, cache, _, _ = F.batchnorm2d_forward(x, gamma, beta, new_mean, new_var, training=False)
+y, cache = F.batchnorm2d_forward(x, gamma, beta, new_mean, new_var, training=False)
 dx, _, _ = F.batchnorm2d_backward(dy, cache)
 assert np.allclose(dx, dy * (gamma / np.sqrt(new_var + 1e-5))[None, :, None, None])

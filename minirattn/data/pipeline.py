@@ -8,6 +8,7 @@ So a run resumed at iteration k sees exactly the batches an uninterrupted run wo
 from __future__ import annotations
 
 from .. import backend
+from ..checks import check_positive_int
 
 
 def pixel_mean(x_uint8):
@@ -46,8 +47,7 @@ class BatchStream:
     """Seeded, resumable training batches (drop-last epochs)."""
 
     def __init__(self, x_uint8, y, mean, batch_size: int, seed: int = 0, augment_data: bool = True):
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_positive_int("batch_size", batch_size)
         if batch_size > len(y):
             raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(y)} images)")
         self.x, self.y, self.mean = x_uint8, y, mean

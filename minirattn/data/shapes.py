@@ -13,6 +13,7 @@ Network learns the shapes (see the README's main job).
 from __future__ import annotations
 
 from .. import backend
+from ..checks import check_positive_int
 from .base import Dataset
 
 CLASSES = ["disk", "ring", "square", "frame", "triangle", "plus", "star", "bar", "crescent", "pair"]
@@ -98,11 +99,9 @@ def make_shapes(n_train: int = 10000, n_test: int = 2000, seed: int = 0, size: i
                 clutter: float = 1.0) -> Dataset:
     """Generate the data set; balanced classes, fully determined by ``seed``."""
     np = backend.numpy
-    for name, v in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"shapes: {name} must be a positive int, got {v!r}")
-    if size < 16:
-        raise ValueError(f"shapes: size must be at least 16, got {size}")
+    check_positive_int("shapes n_train", n_train)
+    check_positive_int("shapes n_test", n_test)
+    check_positive_int("shapes size", size, 16)
     out = []
     for part, n in ((0, n_train), (1, n_test)):
         rng = np.random.default_rng([seed, part])

@@ -2,59 +2,90 @@
 
 Derivation: docs/math/batchnorm.md
 
-Conventions (DESIGN.md): the batch is normalised with the biased variance, the
+Conventions (docs/conventions.md): the batch is normalised with the biased variance, the
 running variance is updated with the unbiased one, momentum 0.1 as PyTorch
 (running = (1 - momentum) running + momentum batch), eps = 1e-5.
-Pure: the running statistics go in as arguments and the updated ones come back.
+Pure: the running statistics are not part of the differentiable op. The forward keeps the
+batch's statistics in its cache and :func:`batchnorm2d_running_stats` returns the updated
+running pair from them; the backward returns the three gradients only.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .. import backend
-from ._checks import check_array, check_same_dtype
+from ..checks import check_array, check_number, check_same_dtype
 from ._reduce import channel_dot, channel_sum
 
 
-def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True,
-                        momentum=0.1, eps=1e-5):
-    """y = gamma (x - mu) / sqrt(var + eps) + beta.
+class BatchNormCache(NamedTuple):
+    """What the backward and the running-statistics update need."""
+    xc: object          # x - mu, (N, C, H, W)
+    gamma: object       # (C,)
+    inv_std: object     # 1 / sqrt(var + eps), (C,)
+    training: bool
+    mean: object        # the batch mean (C,), or the running mean in evaluation
+    var: object         # the batch's biased variance (C,), or the running variance
+    count: int          # values per channel, N H W
 
-    x: (N, C, H, W); gamma, beta, running_mean, running_var: (C,).
-    training=True uses the batch statistics; False uses the running ones.
-    Returns (y, cache, new_running_mean, new_running_var); the inputs are not modified.
-    """
-    check_array("batchnorm input x", x, ndim=4)
-    for name, a in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean),
-                    ("running_var", running_var)):
+
+def _check_channels(x, **vectors):
+    for name, a in vectors.items():
         check_array(f"batchnorm {name}", a, ndim=1)
         if a.shape[0] != x.shape[1]:
-            raise ValueError(f"batchnorm: {name} has {a.shape[0]} entries but the input has {x.shape[1]} channels")
+            raise ValueError(f"batchnorm: {name} has {a.shape[0]} entries but the input has "
+                             f"{x.shape[1]} channels")
+
+
+def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
+                        eps=1e-5):
+    """y = gamma (x - mu) / sqrt(var + eps) + beta.
+
+    x: (N, C, H, W); gamma, beta: (C,). training=True uses the batch statistics (the running
+    ones may be None); False uses ``running_mean``, ``running_var`` (C,).
+    Returns (y, cache); the inputs are not modified.
+    """
+    check_array("batchnorm input x", x, ndim=4)
+    _check_channels(x, gamma=gamma, beta=beta)
+    if not training:
+        if running_mean is None or running_var is None:
+            raise ValueError("batchnorm in evaluation mode needs running_mean and running_var")
+        _check_channels(x, running_mean=running_mean, running_var=running_var)
     check_same_dtype(x=x, gamma=gamma, beta=beta)
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"batchnorm: momentum must lie in [0, 1], got {momentum}")
-    if eps <= 0:
+    if not eps > 0:
         raise ValueError(f"batchnorm: eps must be > 0, got {eps}")
     xp = backend.xp_of(x)
     N, C, H, W = x.shape
     M = N * H * W
     if training:
         if M < 2:
-            raise ValueError(f"batchnorm in training mode needs more than one value per channel, got input shape {tuple(x.shape)}")
+            raise ValueError(f"batchnorm in training mode needs more than one value per channel, "
+                             f"got input shape {tuple(x.shape)}")
         mu = channel_sum(x) / M
         xc = x - mu.reshape(1, C, 1, 1)
         var = channel_dot(xc, xc) / M
-        new_mean = (1 - momentum) * running_mean + momentum * mu.astype(running_mean.dtype)
-        new_var = (1 - momentum) * running_var + momentum * (var * (M / (M - 1))).astype(running_var.dtype)
     else:
         mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         xc = x - mu.reshape(1, C, 1, 1)
-        new_mean, new_var = running_mean, running_var
     inv_std = 1.0 / xp.sqrt(var + eps)
     # y = xc (gamma inv_std) + beta: two passes, and x - mu is kept for backward rather than
     # x-hat = xc inv_std, which would cost a third pass here (backward folds inv_std in instead)
     y = xc * (gamma * inv_std).reshape(1, C, 1, 1)
     y += beta.reshape(1, C, 1, 1)
-    cache = (xc, gamma, inv_std, training)
-    return y, cache, new_mean, new_var
+    return y, BatchNormCache(xc, gamma, inv_std, training, mu, var, M)
+
+
+def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
+    """The running statistics after a training-mode forward: (new_mean, new_var), each
+    (1 - momentum) running + momentum batch, the batch variance made unbiased (M / (M - 1)).
+    In evaluation mode the running pair comes back unchanged."""
+    check_number("batchnorm momentum", momentum, 0.0, 1.0)
+    if not cache.training:
+        return running_mean, running_var
+    M = cache.count
+    new_mean = (1 - momentum) * running_mean + momentum * cache.mean.astype(running_mean.dtype)
+    unbiased = (cache.var * (M / (M - 1))).astype(running_var.dtype)
+    return new_mean, (1 - momentum) * running_var + momentum * unbiased
 
 
 def batchnorm2d_backward(dy, cache):
@@ -64,9 +95,8 @@ def batchnorm2d_backward(dy, cache):
     xhat = (x - mu) inv_std: two reductions and four elementwise passes.
     Evaluation: dx = gamma inv_std dy.
     """
-    xc, gamma, inv_std, training = cache
-    N, C, H, W = xc.shape
-    M = N * H * W
+    xc, gamma, inv_std, training, M = cache.xc, cache.gamma, cache.inv_std, cache.training, cache.count
+    C = xc.shape[1]
     dbeta = channel_sum(dy)
     dgamma = channel_dot(dy, xc) * inv_std               # sum(dy xhat)
     scale = gamma * inv_std

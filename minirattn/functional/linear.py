@@ -4,7 +4,7 @@ Derivation: docs/math/linear.md
 """
 from __future__ import annotations
 
-from ._checks import check_array, check_same_dtype
+from ..checks import check_array, check_same_dtype
 
 
 def linear_forward(x, w, b=None):
@@ -25,6 +25,8 @@ def linear_forward(x, w, b=None):
 
 
 def linear_backward(dy, cache):
-    """Returns (dx, dw, db): dx = dy W, dW = dy^T x, db = sum_n dy."""
+    """Returns (dx, dw), and db after them when the forward had a bias: dx = dy W, dW = dy^T x,
+    db = sum_n dy."""
     x, w, has_bias = cache
-    return dy @ w, dy.T @ x, (dy.sum(axis=0) if has_bias else None)
+    grads = (dy @ w, dy.T @ x)
+    return grads + (dy.sum(axis=0),) if has_bias else grads

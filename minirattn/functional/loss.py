@@ -5,7 +5,7 @@ Derivation: docs/math/loss.md
 from __future__ import annotations
 
 from .. import backend
-from ._checks import check_array
+from ..checks import check_array
 
 
 def log_softmax(logits):

@@ -15,7 +15,7 @@ two offsets into the flat index of each window's maximum and sums dy there with 
 from __future__ import annotations
 
 from .. import backend
-from ._checks import check_array, pair
+from ..checks import check_array, pair
 from .conv import conv_output_size
 
 

@@ -13,7 +13,7 @@ PyTorch ``UpsamplingBilinear2d``).
 from __future__ import annotations
 
 from .. import backend
-from ._checks import check_array, pair
+from ..checks import check_array, pair
 
 _cache: dict = {}
 

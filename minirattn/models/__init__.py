@@ -2,7 +2,7 @@
 from .units import ResidualUnit, stack
 from .attention import AttentionModule, SoftMaskBranch, LocalMask, MaskHead, MASKS
 from .networks import NetworkSpec, ResidualAttentionNetwork, validate_spec
-from .zoo import build, list_models, REGISTRY, count_parameters, PAPER_PARAMETERS
-from .inspect import collect_masks, feature_response
+from .zoo import build, list_models, REGISTRY
+from .introspect import collect_masks, feature_response
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .. import functional as F
 from .. import nn
-from ..functional._checks import check_choice
+from ..checks import check_choice
 from .units import ResidualUnit, stack
 
 MASKS = ("soft", "local")
@@ -28,7 +28,7 @@ MASKS = ("soft", "local")
 
 def check_choices(attention="mixed", learning="arl", mask="soft"):
     """Raise a clear ValueError for an unknown attention type, learning rule or mask."""
-    for name, value, choices in (("attention", attention, F.MASK_ACTIVATIONS),
+    for name, value, choices in (("attention", attention, F.ATTENTION_TYPES),
                                  ("learning", learning, F.LEARNING_RULES), ("mask", mask, MASKS)):
         check_choice(name, value, choices)
 

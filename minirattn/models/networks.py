@@ -15,6 +15,7 @@ from dataclasses import dataclass, asdict
 
 from .. import backend
 from .. import nn
+from ..checks import check_positive_int
 from .attention import AttentionModule, check_choices
 from .units import ResidualUnit
 
@@ -43,11 +44,6 @@ class NetworkSpec:
         return NetworkSpec(**d)
 
 
-def _int_at_least(name, v, lo):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name}: expected an int >= {lo}, got {v!r}")
-
-
 def validate_spec(spec: NetworkSpec) -> None:
     """Raise a clear ValueError before any array is allocated."""
     n = len(spec.widths)
@@ -55,14 +51,14 @@ def validate_spec(spec: NetworkSpec) -> None:
         if len(getattr(spec, name)) != n:
             raise ValueError(f"spec.{name} has {len(getattr(spec, name))} entries but there are {n} stages (widths)")
     for name in ("p", "t", "r"):
-        _int_at_least(f"spec.{name}", getattr(spec, name), 1)
+        check_positive_int(f"spec.{name}", getattr(spec, name), 1)
     for name in ("stem_width", "final_width", "input_size", "in_channels"):
-        _int_at_least(f"spec.{name}", getattr(spec, name), 1)
-    _int_at_least("spec.final_units", spec.final_units, 0)
+        check_positive_int(f"spec.{name}", getattr(spec, name), 1)
+    check_positive_int("spec.final_units", spec.final_units, 0)
     for i, (m, k, u, w) in enumerate(zip(spec.modules, spec.pools, spec.units, spec.widths)):
-        _int_at_least(f"spec.modules[{i}]", m, 0)
-        _int_at_least(f"spec.units[{i}]", u, 0)
-        _int_at_least(f"spec.pools[{i}]", k, 1)
+        check_positive_int(f"spec.modules[{i}]", m, 0)
+        check_positive_int(f"spec.units[{i}]", u, 0)
+        check_positive_int(f"spec.pools[{i}]", k, 1)
         if w < 4 or w % 4:
             raise ValueError(f"spec.widths[{i}]: expected a positive multiple of 4, got {w}")
     if spec.stem not in ("cifar", "imagenet"):
@@ -93,7 +89,7 @@ class ResidualAttentionNetwork(nn.Module):
                  learning="arl", mask="soft", *, seed=0, dtype="float32", name="custom"):
         super().__init__()
         validate_spec(spec)
-        _int_at_least("num_classes", num_classes, 2)
+        check_positive_int("num_classes", num_classes, 2)
         check_choices(attention, learning, mask)
         self.spec, self.num_classes, self.name = spec, num_classes, name
         self.config = dict(attention=attention, learning=learning, mask=mask)

@@ -34,9 +34,6 @@ REGISTRY = {
     "attention92_imagenet": (_imagenet((1, 2, 3)), "ImageNet Attention-92 (Table 2)", 51.3e6),
 }
 
-#: name -> the paper's parameter count
-PAPER_PARAMETERS = {k: v[2] for k, v in REGISTRY.items() if v[2] is not None}
-
 
 def build(name: str, num_classes: int = 10, attention: str = "mixed", learning: str = "arl",
           mask: str = "soft", *, seed: int = 0, dtype="float32", **spec_overrides) -> ResidualAttentionNetwork:
@@ -51,11 +48,6 @@ def build(name: str, num_classes: int = 10, attention: str = "mixed", learning: 
             raise ValueError(f"unknown spec fields {sorted(unknown)}: expected some of {sorted(NetworkSpec.__dataclass_fields__)}")
         spec = spec.replace(**spec_overrides)
     return ResidualAttentionNetwork(spec, num_classes, attention, learning, mask, seed=seed, dtype=dtype, name=name)
-
-
-def count_parameters(model) -> int:
-    """Trainable parameters (conv/FC weights and biases, BN gamma and beta; not running statistics)."""
-    return model.num_parameters()
 
 
 def list_models():

@@ -9,7 +9,7 @@ import math
 
 from .. import backend
 from .. import functional as F
-from ..functional._checks import check_choice, check_positive_int, pair
+from ..checks import check_choice, check_positive_int, pair
 from .module import Module
 
 
@@ -44,10 +44,8 @@ class Conv2d(Module):
         return y
 
     def backward(self, dy):
-        dx, dw, db = F.conv2d_backward(dy, self._need_cache(self._cache))
-        self._accumulate("weight", dw)
-        if db is not None:
-            self._accumulate("bias", db)
+        dx, *dparams = F.conv2d_backward(dy, self._need_cache(self._cache))
+        self._accumulate_all(dparams)
         return dx
 
     def extra_repr(self):
@@ -76,10 +74,8 @@ class Linear(Module):
         return y
 
     def backward(self, dy):
-        dx, dw, db = F.linear_backward(dy, self._need_cache(self._cache))
-        self._accumulate("weight", dw)
-        if db is not None:
-            self._accumulate("bias", db)
+        dx, *dparams = F.linear_backward(dy, self._need_cache(self._cache))
+        self._accumulate_all(dparams)
         return dx
 
     def extra_repr(self):
@@ -106,16 +102,17 @@ class BatchNorm2d(Module):
         self._cache = None
 
     def forward(self, x):
-        y, self._cache, rm, rv = F.batchnorm2d_forward(
-            x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
-            self.buffers["running_var"], training=self.training, momentum=self.momentum, eps=self.eps)
-        self.buffers["running_mean"], self.buffers["running_var"] = rm, rv
+        stats = self.buffers["running_mean"], self.buffers["running_var"]
+        y, self._cache = F.batchnorm2d_forward(x, self.params["weight"], self.params["bias"], *stats,
+                                               training=self.training, eps=self.eps)
+        if self.training:
+            self.buffers["running_mean"], self.buffers["running_var"] = \
+                F.batchnorm2d_running_stats(self._cache, *stats, momentum=self.momentum)
         return y
 
     def backward(self, dy):
-        dx, dgamma, dbeta = F.batchnorm2d_backward(dy, self._need_cache(self._cache))
-        self._accumulate("weight", dgamma)
-        self._accumulate("bias", dbeta)
+        dx, *dparams = F.batchnorm2d_backward(dy, self._need_cache(self._cache))
+        self._accumulate_all(dparams)
         return dx
 
     def extra_repr(self):
@@ -203,7 +200,7 @@ class MaskActivation(_Op):
 
     def __init__(self, attention="mixed"):
         super().__init__()
-        check_choice("attention", attention, F.MASK_ACTIVATIONS)     # fail at construction, not at first call
+        check_choice("attention", attention, F.ATTENTION_TYPES)     # fail at construction, not at first call
         self.attention = attention
 
     def _hyper(self):

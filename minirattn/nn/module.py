@@ -67,8 +67,11 @@ class Module:
             xp = backend.xp_of(p)
             self.grads[k] = xp.zeros_like(p)
 
-    def _accumulate(self, name: str, g) -> None:
-        self.grads[name] += g
+    def _accumulate_all(self, grads) -> None:
+        """Add an op's parameter gradients into ``self.grads``, in the order of ``self.params``
+        (the op contract: one gradient per input given, in order; docs/conventions.md)."""
+        for name, g in zip(self.params, grads, strict=True):
+            self.grads[name] += g
 
     def zero_grad(self):
         for m in self.modules():
