@@ -10,7 +10,7 @@ module in float64 to 1e-8), then alternates
 the two and prints medians and the ratio minirattn / PyTorch. For convolutions it also prints
 the FLOP rate reached (3 x 2 N F C k^2 Ho Wo for forward + backward) and NumPy's own matrix-product
 rate on the same GEMM shape, (F, C k^2) @ (C k^2, N Ho Wo): how far the convolution is from the
-limit that a matrix product sets on this machine (issue 6 asks for 60% of it). The last column
+limit that a matrix product sets on this machine (the target is 60% of it). The last column
 is a tighter limit: the time of the three products a convolution's forward + backward needs, each
 at its own shape (forward (F, C k^2) @ (C k^2, P), weight gradient (F, P) @ (P, C k^2), input
 gradient (C k^2, F) @ (F, P), P = N Ho Wo), against the convolution's time; the three run at

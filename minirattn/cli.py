@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-#: What `minirattn train` with no arguments runs: small, fast, on the embedded data set.
+#: What `minirattn train` with no arguments runs: small, fast, on the embedded data set (whose
+#: sizes the data entry point decides: 10,000 training and 2,000 test images).
 DEMO = dict(arch="attention56_small", dataset="shapes", iterations=800, batch_size=32, lr=0.1,
-            eval_every=200, n_train=10000, n_test=2000)
+            eval_every=200)
 
 
 def run_dir(base: str, resume: bool) -> str:
@@ -32,7 +33,7 @@ def run_dir(base: str, resume: bool) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
-    from .functional import LEARNING_RULES, ATTENTION_TYPES
+    from .functional import ATTENTION_TYPES, LEARNING_RULES
     from .models import MASKS, REGISTRY
     p = argparse.ArgumentParser(prog="minirattn", description="Residual Attention Networks in NumPy/CuPy.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -100,18 +101,12 @@ def main(argv=None) -> int:
         print(plot_training_curves(args.metrics, args.out))
         return 0
     if args.command == "masks":
-        from .data import load_dataset, normalize
-        from .train import load_trained
+        from .train import load_test_split, load_trained, predict
         from .viz import plot_masks
         model, mean, meta = load_trained(args.checkpoint)
-        cfg = meta["config"]
-        kwargs = {"n_train": 1, "n_test": max(args.n, 1), "seed": cfg["seed"]} if cfg["dataset"] == "shapes" else {}
-        data = load_dataset(cfg["dataset"], args.data_dir, False, **kwargs)
-        imgs, labels = data.x_test[:args.n], data.y_test[:args.n]
-        x = normalize(imgs, mean)
-        model.eval()
-        preds = model(x).argmax(axis=1)
-        print(plot_masks(model, x, imgs, args.out, data.classes, labels, preds))
+        data = load_test_split(meta, args.data_dir, args.n)
+        x, preds = predict(model, data.x_test, mean)
+        print(plot_masks(model, x, data.x_test, args.out, data.classes, data.y_test, preds))
         return 0
     if args.command == "evaluate":
         from .train import evaluate_checkpoint
@@ -119,23 +114,21 @@ def main(argv=None) -> int:
         print(f"{r['arch']} on {r['dataset']} (iteration {r['iteration']}): test accuracy "
               f"{100 * r['accuracy']:.2f}% (error {100 * r['error']:.2f}%) on {r['n_test']} images, loss {r['loss']:.4f}")
         return 0
-    from .train import train_cifar, TrainingDiverged
-    demo = args.dataset == DEMO["dataset"]
-    n_train = args.n_train or (DEMO["n_train"] if demo else None)
-    n_test = args.n_test or (DEMO["n_test"] if demo else None)
+    from .train import TrainConfig, TrainingDiverged, train
     ckpt = args.checkpoint_dir or run_dir(f"runs/{args.dataset}-{args.arch}", args.resume)
     try:
-        result = train_cifar(arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
-                             backend=args.backend, iterations=args.iterations, batch_size=args.batch_size,
-                             lr=args.lr, weight_decay=args.weight_decay, label_noise=args.label_noise,
-                             attention=args.attention, learning=args.learning, mask=args.mask, seed=args.seed,
-                             checkpoint_dir=ckpt, resume=args.resume, eval_every=args.eval_every,
-                             progress=not args.no_progress, augment=not args.no_augment,
-                             n_train=n_train, n_test=n_test)
+        config = TrainConfig(
+            arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+            backend=args.backend, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, label_noise=args.label_noise, attention=args.attention,
+            learning=args.learning, mask=args.mask, seed=args.seed, checkpoint_dir=ckpt,
+            resume=args.resume, eval_every=args.eval_every, progress=not args.no_progress,
+            augment=not args.no_augment, n_train=args.n_train, n_test=args.n_test)
+        result = train(config)
     except TrainingDiverged as exc:
         print(f"minirattn: {exc}", file=sys.stderr)
         return 3
-    except (ValueError, OSError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         print(f"minirattn: {exc}", file=sys.stderr)
         return 2
     print(result.summary())

@@ -23,7 +23,7 @@ def test_train_then_evaluate(tmp_path, capsys):
 
 def test_bad_options_exit_with_a_message(capsys):
     assert main(["train", "--batch-size", "0", "--no-progress"]) == 2
-    assert "batch_size must be a positive int, got 0" in capsys.readouterr().err
+    assert "batch_size: expected an int >= 1, got 0" in capsys.readouterr().err
 
 
 def test_python_dash_m_and_check():

@@ -13,7 +13,7 @@ def test_catches_a_wrong_backward_and_names_the_tensor():
 
 
 def test_catches_batchnorm_without_its_variance_term():
-    """The pitfall STYLE.md names: a backward missing the variance term."""
+    """The classic pitfall: a batch-norm backward missing its variance term."""
     rng = np.random.default_rng(1)
     x = rng.standard_normal((4, 2, 3, 3))
     c2 = np.ones(2)

@@ -1,4 +1,5 @@
 """Training: label noise (Eq. 7), schedule, Nesterov SGD, checkpoints, exact resume, NaN stop, errors."""
+import json
 import os
 import shutil
 import signal
@@ -45,7 +46,7 @@ def test_label_noise_follows_eq7(noise):
 
 
 def test_label_noise_bad_input():
-    with pytest.raises(ValueError, match=r"label_noise must lie in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"label_noise: expected a number in \[0, 1\), got 1.0"):
         add_label_noise(np.zeros(3, int), 1.0, 10)
     assert len(add_label_noise(np.zeros(5, int), 0.0, 10)[1]) == 0
 
@@ -173,11 +174,11 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
 @pytest.mark.parametrize("kwargs,exc,words", [
     (dict(dataset="imagenet"), ValueError, "unknown dataset 'imagenet'"),
     (dict(arch="resnet50"), ValueError, "unknown arch 'resnet50'"),
-    (dict(batch_size=0), ValueError, "batch_size must be a positive int, got 0"),
-    (dict(batch_size=-3), ValueError, "batch_size must be a positive int, got -3"),
-    (dict(label_noise=1.0), ValueError, r"label_noise must lie in \[0, 1\), got 1.0"),
-    (dict(label_noise=-0.1), ValueError, r"label_noise must lie in \[0, 1\)"),
-    (dict(iterations=0), ValueError, "iterations must be a positive int"),
+    (dict(batch_size=0), ValueError, "batch_size: expected an int >= 1, got 0"),
+    (dict(batch_size=-3), ValueError, "batch_size: expected an int >= 1, got -3"),
+    (dict(label_noise=1.0), ValueError, r"label_noise: expected a number in \[0, 1\), got 1.0"),
+    (dict(label_noise=-0.1), ValueError, r"label_noise: expected a number in \[0, 1\)"),
+    (dict(iterations=0), ValueError, "iterations: expected an int >= 1"),
     (dict(backend="cupy"), minirattn.backend.BackendError, "cupy"),
     (dict(resume=True), ValueError, "resume=True needs checkpoint_dir"),
 ])
@@ -203,3 +204,54 @@ def test_missing_or_empty_data_folders_and_wrong_md5(tmp_path):
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not an archive")
     with pytest.raises(DataError, match="corrupt or truncated"):
         train_cifar(dataset="cifar10", data_dir=str(tmp_path), progress=False)
+
+
+# ---- the training configuration and the loop's parts -----------------------------------------
+def test_config_is_validated_at_construction_and_round_trips_through_a_checkpoint(tmp_path):
+    from minirattn.train import TrainConfig
+    with pytest.raises(ValueError, match="unknown attention 'soft'"):
+        TrainConfig(attention="soft")
+    with pytest.raises(TypeError, match="eval_every: expected an int, got float 2.5"):
+        TrainConfig(eval_every=2.5)
+    with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\)"):
+        TrainConfig(momentum=1.0)
+    config = TrainConfig(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
+    r = minirattn.train.train(config, echo=lambda *a: None)
+    _, meta = load_checkpoint(r.checkpoint_path)
+    with open(r.metrics_path) as f:
+        metrics = json.load(f)
+    assert meta["config"] == metrics["config"] == r.config
+    again = TrainConfig.from_dict(meta["config"], checkpoint_dir=str(tmp_path))
+    assert again.to_dict() == config.to_dict() and again.differences(meta["config"]) == {}
+    assert config.replace(lr=0.5).differences(meta["config"]) == {"lr": (0.1, 0.5)}
+    assert "data_dir" not in meta["config"] and meta["config"]["model"]["spec"]["input_size"] == 32
+
+
+def test_the_step_is_a_seam_that_the_loop_calls_once_per_iteration(tmp_path):
+    """train(config, step=...) runs another step in the same loop (what a data-parallel step
+    plugs into): called once per iteration with the batch on the device and the scheduled lr."""
+    from minirattn.train import TrainConfig, train, train_step
+    calls = []
+
+    def counting_step(model, optimizer, x, y, lr):
+        calls.append((x.shape, y.shape, lr))
+        return train_step(model, optimizer, x, y, lr)
+    config = TrainConfig(iterations=5, eval_every=5, **TINY)
+    r = train(config, step=counting_step, echo=lambda *a: None)
+    assert [c[0] for c in calls] == [(8, 3, 32, 32)] * 5 and [c[1] for c in calls] == [(8,)] * 5
+    assert [c[2] for c in calls] == pytest.approx([0.1, 0.1, 0.01, 0.001, 0.001])   # 40% / 60% milestones
+    plain = train_cifar(iterations=5, eval_every=5, echo=lambda *a: None, **TINY)
+    for k, v in plain.model.state_dict().items():
+        np.testing.assert_array_equal(v, r.model.state_dict()[k], err_msg=k)
+
+
+def test_evaluation_and_masks_read_the_test_images_training_used(tmp_path):
+    from minirattn.train import load_test_split, load_trained, prepare_data, TrainConfig
+    config = TrainConfig(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
+    r = minirattn.train.train(config, echo=lambda *a: None)
+    _, _, meta = load_trained(r.checkpoint_path)
+    data = prepare_data(config, echo=lambda *a: None)
+    test = load_test_split(meta)
+    np.testing.assert_array_equal(test.x_test, data.x_test)
+    assert len(test.y_train) == 0                                   # the training split is not made
+    np.testing.assert_array_equal(load_test_split(meta, n_test=5).x_test, data.x_test[:5])

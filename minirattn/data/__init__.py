@@ -7,20 +7,43 @@ from .fashion_mnist import load_fashion_mnist
 from .shapes import make_shapes
 from .pipeline import BatchStream, augment, eval_batches, normalize, pixel_mean
 
+from ..checks import check_choice, check_positive_int
+
 DATASETS = ("cifar10", "cifar100", "fashion-mnist", "shapes")
 
+#: How many ``shapes`` images are generated when a size is left None: (train, test).
+SHAPES_SIZES = (10000, 2000)
 
-def load_dataset(name: str, data_dir=None, download=False, progress=False, **kwargs) -> Dataset:
-    """Load a data set by name: "cifar10", "cifar100", "fashion-mnist" or "shapes"."""
-    if name in ("cifar10", "cifar100"):
-        return load_cifar(name, data_dir, download, progress=progress, **kwargs)
-    if name == "fashion-mnist":
-        return load_fashion_mnist(data_dir, **kwargs)
+
+def load_dataset(name: str, data_dir=None, download=False, *, n_train=None, n_test=None, seed=0,
+                 need_train=True, progress=False) -> Dataset:
+    """The one entry point to the data sets: "cifar10", "cifar100", "fashion-mnist", "shapes".
+
+    n_train / n_test keep the first images of each split (``shapes`` generates that many,
+    :data:`SHAPES_SIZES` when None, from ``seed``); need_train=False leaves the training split
+    empty (evaluation reads only the test split). Training, evaluation and the mask pictures all
+    load their data here, so they see the same images.
+    """
+    check_choice("dataset", name, DATASETS)
+    for what, n in (("n_train", n_train), ("n_test", n_test)):
+        if n is not None:
+            check_positive_int(what, n)
     if name == "shapes":
-        return make_shapes(**kwargs)
-    raise ValueError(f"unknown dataset {name!r}: expected one of {DATASETS}")
+        data = make_shapes(n_train or SHAPES_SIZES[0], n_test or SHAPES_SIZES[1], seed=seed,
+                           train=need_train)
+    elif name == "fashion-mnist":
+        data = load_fashion_mnist(data_dir)
+    else:
+        data = load_cifar(name, data_dir, download, progress=progress)
+    if not need_train:
+        data.x_train, data.y_train = data.x_train[:0], data.y_train[:0]
+    elif n_train:
+        data.x_train, data.y_train = data.x_train[:n_train], data.y_train[:n_train]
+    if n_test:
+        data.x_test, data.y_test = data.x_test[:n_test], data.y_test[:n_test]
+    return data
 
 
 __all__ = ["Dataset", "DataError", "DATASETS", "load_dataset", "load_cifar", "write_cifar_archive",
-           "load_fashion_mnist", "make_shapes", "BatchStream", "augment", "eval_batches", "normalize",
+           "load_fashion_mnist", "make_shapes", "SHAPES_SIZES", "BatchStream", "augment", "eval_batches", "normalize",
            "pixel_mean"]

@@ -96,14 +96,16 @@ def _render(rng, labels, size, clutter=1.0):
 
 
 def make_shapes(n_train: int = 10000, n_test: int = 2000, seed: int = 0, size: int = 32,
-                clutter: float = 1.0) -> Dataset:
-    """Generate the data set; balanced classes, fully determined by ``seed``."""
+                clutter: float = 1.0, *, train: bool = True) -> Dataset:
+    """Generate the data set; balanced classes, fully determined by ``seed`` (each split by
+    its own stream, so the test split does not depend on ``n_train``). train=False generates
+    the test split only (the training split comes back empty)."""
     np = backend.numpy
     check_positive_int("shapes n_train", n_train)
     check_positive_int("shapes n_test", n_test)
     check_positive_int("shapes size", size, 16)
     out = []
-    for part, n in ((0, n_train), (1, n_test)):
+    for part, n in ((0, n_train if train else 0), (1, n_test)):
         rng = np.random.default_rng([seed, part])
         labels = rng.permutation(np.arange(n) % len(CLASSES)).astype(np.int64)
         out += [_render(rng, labels, size, clutter), labels]

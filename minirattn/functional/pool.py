@@ -8,7 +8,7 @@ slices), then along columns (kh slices), keeping in each pass the first offset
 that reaches the max (a later value must be strictly greater to win). The first
 row holding the window's max, and the first column of that row holding it, is
 exactly the first maximum in row-major order, so on ties the whole gradient goes
-there, as DESIGN.md decides. Padding is -inf, so it never wins. Backward turns the
+there, as docs/conventions.md decides. Padding is -inf, so it never wins. Backward turns the
 two offsets into the flat index of each window's maximum and sums dy there with one
 ``bincount`` (it adds up the outputs whose overlapping windows chose the same input).
 """

@@ -1,6 +1,6 @@
 """Networks built from one spec: the CIFAR and ImageNet Residual Attention Networks and ResNet.
 
-CIFAR layout (DESIGN.md, paper Sec. 4.1): 3x3 conv (16) -> residual unit (64) -> m attention
+CIFAR layout (docs/architecture.md, paper Sec. 4.1): 3x3 conv (16) -> residual unit (64) -> m attention
 modules at 32x32 -> residual unit (128, stride 2) -> m modules at 16x16 -> residual unit
 (256, stride 2) -> m modules at 8x8 -> 3 residual units (256) -> BN-ReLU-global average
 pool -> FC. Trunk depth 36m + 20.

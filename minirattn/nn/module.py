@@ -1,6 +1,6 @@
 """The Module base class: parameters, gradients, buffers, children, and their bookkeeping.
 
-Contract (DESIGN.md):
+Contract (docs/conventions.md):
     y = m(x)              # forward; caches what backward needs
     dx = m.backward(dy)   # returns dL/dx and ACCUMULATES into m.grads
     m.params / m.grads    # this module's own tensors, name -> array

@@ -1,26 +1,33 @@
 """The training loop and ``train_cifar()``: the paper's recipe on any of the data sets.
 
 One iteration: a seeded, augmented batch -> forward -> softmax cross-entropy -> backward ->
-Nesterov SGD with the (scaled) step schedule. On CuPy everything stays on the device; the
-loop reads numbers back only when it logs (every ``log_every`` iterations) and evaluates.
-A NaN or infinite loss is caught at the next log and stops training with a clear message;
-checkpoints are only written after a finite loss has been seen, so the last one stays good.
+Nesterov SGD with the (scaled) step schedule. The loop is made of small named parts, each
+usable alone: :func:`prepare_data`, :func:`build_model`, :func:`resume_point`,
+:func:`train_step` (the seam: :func:`train` takes another ``step``, e.g. a data-parallel one),
+:class:`MetricLog` (logging), :func:`evaluate`, :func:`save_run` (checkpoints and metrics).
+
+On CuPy everything stays on the device; the loop reads numbers back only when it logs (every
+``log_every`` iterations) and evaluates. A NaN or infinite loss is caught at the next log and
+stops training with a clear message; checkpoints are only written after a finite loss has been
+seen, so the last one stays good.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
 
 from .. import backend as B
 from .. import functional as F
-from ..data import DATASETS, BatchStream, eval_batches, load_dataset, pixel_mean
-from ..models import REGISTRY, build
+from ..data import BatchStream, eval_batches, load_dataset, normalize, pixel_mean
+from ..models import build
 from .checkpoint import (checkpoint_name, latest_valid_checkpoint, list_checkpoints, load_checkpoint,
                          prune_checkpoints, save_checkpoint)
+from .config import TrainConfig
 from .noise import add_label_noise
-from .optim import PAPER_ITERATIONS, SGD, StepSchedule
+from .optim import SGD, StepSchedule
 
 
 class TrainingDiverged(RuntimeError):
@@ -29,7 +36,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    history: list                       # one dict per log step: iteration, lr, loss, train_acc, images_per_s, ...
+    history: list                       # one dict per log step: iteration, lr, loss, train_acc, ...
     final_test_accuracy: float
     checkpoint_path: str | None
     metrics_path: str | None
@@ -42,10 +49,137 @@ class TrainResult:
 
     def summary(self) -> str:
         last = self.history[-1] if self.history else {}
-        return (f"{self.config['arch']} on {self.config['dataset']}: {last.get('iteration', 0)} iterations, "
-                f"train loss {last.get('loss', float('nan')):.3f}, test accuracy "
+        ckpt = f", checkpoint {self.checkpoint_path}" if self.checkpoint_path else ""
+        return (f"{self.config['arch']} on {self.config['dataset']}: {last.get('iteration', 0)} "
+                f"iterations, train loss {last.get('loss', float('nan')):.3f}, test accuracy "
                 f"{100 * self.final_test_accuracy:.2f}% (error {100 * self.final_test_error:.2f}%), "
-                f"{last.get('elapsed_s', 0):.0f} s" + (f", checkpoint {self.checkpoint_path}" if self.checkpoint_path else ""))
+                f"{last.get('elapsed_s', 0):.0f} s{ckpt}")
+
+
+# ---- the parts -----------------------------------------------------------------------------
+@dataclass
+class TrainData:
+    """What a run trains and tests on: a seeded batch stream, the test split, the mean image."""
+    stream: BatchStream
+    x_test: object
+    y_test: object
+    mean: object
+    num_classes: int
+    image_shape: tuple
+    n_train: int
+    flipped: int
+
+
+def prepare_data(config: TrainConfig, echo=print) -> TrainData:
+    """Load the data set, apply label noise (training split only), compute the per-pixel mean
+    of the (possibly shortened) training split, and make the seeded batch stream."""
+    if config.progress:
+        echo(f"{'generating' if config.dataset == 'shapes' else 'loading'} {config.dataset} ...")
+    data = load_dataset(config.dataset, config.data_dir, config.download, n_train=config.n_train,
+                        n_test=config.n_test, seed=config.seed, progress=config.progress)
+    y_train, flipped = data.y_train, ()
+    if config.batch_size > len(y_train):
+        raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
+                         f"({len(y_train)} images)")
+    if config.label_noise > 0:
+        y_train, flipped = add_label_noise(y_train, config.label_noise, data.num_classes, config.seed)
+    mean = pixel_mean(data.x_train)
+    stream = BatchStream(data.x_train, y_train, mean, config.batch_size, seed=config.seed,
+                         augment_data=config.augment)
+    return TrainData(stream, data.x_test, data.y_test, mean, data.num_classes, data.image_shape,
+                     len(y_train), len(flipped))
+
+
+def model_settings(config: TrainConfig, num_classes: int, image_shape) -> dict:
+    """What :func:`rebuild_model` needs to build the run's network again (saved in checkpoints)."""
+    C, H, _ = image_shape
+    return dict(arch=config.arch, num_classes=num_classes, attention=config.attention,
+                learning=config.learning, mask=config.mask,
+                spec={"in_channels": C, "input_size": H, **config.model_kwargs})
+
+
+def rebuild_model(settings: dict, seed: int = 0):
+    """The network :func:`model_settings` describes, freshly initialised from ``seed``."""
+    return build(settings["arch"], num_classes=settings["num_classes"],
+                 attention=settings["attention"], learning=settings["learning"],
+                 mask=settings["mask"], seed=seed, **settings["spec"])
+
+
+def build_model(config: TrainConfig, data: TrainData):
+    """The run's network on the run's backend, initialised from the run's seed."""
+    settings = model_settings(config, data.num_classes, data.image_shape)
+    return rebuild_model(settings, config.seed).to(config.backend)
+
+
+def resume_point(config: TrainConfig, echo=print):
+    """(path, arrays, meta) of the checkpoint to continue from, or None for a fresh run.
+
+    Refuses a ``checkpoint_dir`` that holds an earlier run unless ``resume``, and a checkpoint
+    trained with settings that change what the run computes."""
+    folder = config.checkpoint_dir
+    if not folder:
+        return None
+    if not config.resume:
+        if list_checkpoints(folder):
+            raise ValueError(f"{folder} already holds checkpoints of an earlier run; pass resume=True "
+                             f"(--resume) to continue it, or choose another checkpoint_dir: nothing "
+                             f"is overwritten")
+        return None
+    found = latest_valid_checkpoint(folder, warn=echo) if os.path.isdir(folder) else None
+    if found is None:
+        return None
+    path, (arrays, meta) = found
+    different = config.differences(meta["config"])
+    if different:
+        raise ValueError(f"cannot resume from {path}: it was trained with different settings "
+                         f"(saved, now): {different}")
+    return path, arrays, meta
+
+
+def train_step(model, optimizer, x, y, lr):
+    """One iteration on a batch already on the model's device: forward, softmax cross-entropy,
+    backward, optimiser step. Returns (loss, number correct), both still on the device."""
+    logits = model(x)
+    loss, dlogits = F.softmax_cross_entropy(logits, y, validate=False)
+    model.zero_grad()
+    model.backward(dlogits)
+    optimizer.step(lr)
+    return loss, (logits.argmax(axis=1) == y).sum()
+
+
+class MetricLog:
+    """Sums loss and accuracy on the device between log steps and turns them into history rows
+    (one read-back per row); says when the loss is not finite."""
+
+    def __init__(self, backend: str, history: list, elapsed_before: float = 0.0):
+        xp = B.get(backend)
+        self.loss = xp.zeros((), dtype=xp.float32)
+        self.correct = xp.zeros((), dtype=xp.int64)
+        self.seen, self.steps, self.history = 0, 0, history
+        self.t_log = time.perf_counter()
+        self.t_start = self.t_log - elapsed_before
+
+    def add(self, loss, correct, n):
+        self.loss += loss
+        self.correct += correct
+        self.seen += n
+        self.steps += 1
+
+    def row(self, iteration: int, lr: float) -> dict:
+        """The history row for the steps since the last row (mean loss, accuracy, images/s,
+        elapsed time); resets the sums. The caller checks that the loss is finite."""
+        now = time.perf_counter()
+        row = dict(iteration=iteration, lr=lr, loss=float(self.loss) / self.steps,
+                   train_acc=int(self.correct) / self.seen,
+                   images_per_s=self.seen / (now - self.t_log), elapsed_s=now - self.t_start)
+        self.loss[...] = 0
+        self.correct[...] = 0
+        self.seen, self.steps, self.t_log = 0, 0, now
+        return row
+
+    def restart_clock(self):
+        """Evaluation time is not training speed."""
+        self.t_log = time.perf_counter()
 
 
 def evaluate(model, x_uint8, y, mean, batch_size=500):
@@ -66,26 +200,27 @@ def evaluate(model, x_uint8, y, mean, batch_size=500):
     return correct / len(y), loss_sum / len(y)
 
 
-def _validate(arch, dataset, batch_size, label_noise, iterations, backend, lr, eval_every, log_every,
-              resume, checkpoint_dir):
-    if arch not in REGISTRY:
-        raise ValueError(f"unknown arch {arch!r}: expected one of {sorted(REGISTRY)}")
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}: expected one of {DATASETS}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not isinstance(label_noise, (int, float)) or not 0.0 <= label_noise < 1.0:
-        raise ValueError(f"label_noise must lie in [0, 1), got {label_noise!r}")
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations <= 0:
-        raise ValueError(f"iterations must be a positive int, got {iterations!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
-    for name, v in (("eval_every", eval_every), ("log_every", log_every)):
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if resume and not checkpoint_dir:
-        raise ValueError("resume=True needs checkpoint_dir (where to look for checkpoints)")
-    B.get(backend)      # BackendError now, not after loading data
+def run_record(config: TrainConfig, data: TrainData, model) -> dict:
+    """What checkpoints and metrics.json say of the run: its settings and what they gave, as
+    JSON values (tuples become lists), so the record reads back equal to itself."""
+    record = dict(config.to_dict(), num_classes=data.num_classes, parameters=model.num_parameters(),
+                  flipped=data.flipped,
+                  model=model_settings(config, data.num_classes, data.image_shape))
+    return json.loads(json.dumps(record))
+
+
+def save_run(config: TrainConfig, record: dict, model, optimizer, mean, history, iteration) -> str:
+    """Write checkpoint ``iteration`` (model, optimiser, mean image, record, history), prune the
+    old ones and rewrite metrics.json; returns the checkpoint's path."""
+    folder = config.checkpoint_dir
+    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
+    arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    arrays["data.mean"] = mean
+    path = save_checkpoint(os.path.join(folder, checkpoint_name(iteration)), arrays,
+                           dict(iteration=iteration, config=record, history=history))
+    prune_checkpoints(folder, config.keep_checkpoints)
+    _write_metrics(os.path.join(folder, "metrics.json"), record, history)
+    return path
 
 
 def _progress(total, initial, enabled):
@@ -98,148 +233,88 @@ def _progress(total, initial, enabled):
     return tqdm(total=total, initial=initial, unit="it", dynamic_ncols=True, leave=True)
 
 
-def train_cifar(arch: str = "attention92", dataset: str = "cifar10", data_dir: str | None = None,
-                download: bool = False, backend: str = "numpy", iterations: int = PAPER_ITERATIONS,
-                batch_size: int = 64, lr: float = 0.1, momentum: float = 0.9, weight_decay: float = 1e-4,
-                label_noise: float = 0.0, attention: str = "mixed", learning: str = "arl", mask: str = "soft",
-                seed: int = 0, checkpoint_dir: str | None = None, resume: bool = False,
-                eval_every: int = 2000, log_every: int = 10, progress: bool = True, keep_checkpoints: int = 3,
-                augment: bool = True, n_train: int | None = None, n_test: int | None = None,
-                model_kwargs: dict | None = None, echo=print) -> TrainResult:
-    """Train a Residual Attention Network with the paper's recipe (Sec. 4.1).
+def _show(bar, config, row, test_acc, echo):
+    if bar is not None:
+        bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['train_acc']:.3f}",
+                        img_s=f"{row['images_per_s']:.0f}",
+                        **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
+    elif config.progress:
+        echo(f"iter {row['iteration']}/{config.iterations} loss {row['loss']:.3f} acc "
+             f"{row['train_acc']:.3f} {row['images_per_s']:.0f} img/s"
+             + (f" test {row['test_acc']:.3f}" if "test_acc" in row else ""))
 
-    Defaults are the paper's: Nesterov SGD, momentum 0.9, weight decay 1e-4, batch 64, LR 0.1
-    divided by 10 at 40% and 60% of ``iterations`` (64k and 96k of 160k), augmentation by
-    zero-padding 4, random crop and horizontal flip, per-pixel mean subtraction.
-    ``n_train``/``n_test`` use the first images only (for quick runs); ``model_kwargs``
-    override fields of the architecture's NetworkSpec (e.g. narrower ``widths``).
-    Returns a :class:`TrainResult`; writes checkpoints and ``metrics.json`` to ``checkpoint_dir``.
-    """
-    _validate(arch, dataset, batch_size, label_noise, iterations, backend, lr, eval_every, log_every,
-              resume, checkpoint_dir)
-    np = B.numpy
-    model_kwargs = dict(model_kwargs or {})
-    config = dict(arch=arch, dataset=dataset, iterations=iterations, batch_size=batch_size, lr=lr,
-                  momentum=momentum, weight_decay=weight_decay, label_noise=label_noise, attention=attention,
-                  learning=learning, mask=mask, seed=seed, augment=augment, n_train=n_train, n_test=n_test,
-                  model_kwargs=model_kwargs)
-    if checkpoint_dir and not resume and list_checkpoints(checkpoint_dir):
-        raise ValueError(f"{checkpoint_dir} already holds checkpoints of an earlier run; pass resume=True "
-                         f"(--resume) to continue it, or choose another checkpoint_dir: nothing is overwritten")
-    resume_from = latest_valid_checkpoint(checkpoint_dir, warn=echo) if (resume and checkpoint_dir and
-                                                                          os.path.isdir(checkpoint_dir)) else None
 
-    # data ------------------------------------------------------------------------------------
-    kwargs = {"n_train": n_train or 10000, "n_test": n_test or 2000, "seed": seed} if dataset == "shapes" else {}
-    if progress:
-        echo(f"{'generating' if dataset == 'shapes' else 'loading'} {dataset} ...")
-    data = load_dataset(dataset, data_dir, download, progress=progress, **kwargs)
-    x_train, y_train, x_test, y_test = data.x_train, data.y_train, data.x_test, data.y_test
-    if n_train:
-        x_train, y_train = x_train[:n_train], y_train[:n_train]
-    if n_test:
-        x_test, y_test = x_test[:n_test], y_test[:n_test]
-    if batch_size > len(y_train):
-        raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(y_train)} images)")
-    C, H, W = data.image_shape
-    if label_noise > 0:
-        y_train, flipped = add_label_noise(y_train, label_noise, data.num_classes, seed)
-        config["flipped"] = int(len(flipped))
-    mean = pixel_mean(x_train)
-    stream = BatchStream(x_train, y_train, mean, batch_size, seed=seed, augment_data=augment)
-
-    # model and optimiser -----------------------------------------------------------------------
-    model_kwargs = {"in_channels": C, "input_size": H, **model_kwargs}
-    config["model_kwargs"] = model_kwargs            # what load_trained needs to rebuild the model
-    model = build(arch, num_classes=data.num_classes, attention=attention, learning=learning, mask=mask,
-                  seed=seed, **model_kwargs).to(backend)
-    config["num_classes"] = data.num_classes
-    config["parameters"] = model.num_parameters()
+# ---- the loop ------------------------------------------------------------------------------
+def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
+    """Run ``config`` from its start or its last checkpoint; ``step(model, optimizer, x, y, lr)``
+    makes one iteration (default :func:`train_step`) and returns (loss, number correct)."""
+    resume_from = resume_point(config, echo)
+    data = prepare_data(config, echo)
+    model = build_model(config, data)
+    record = run_record(config, data, model)
+    optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    schedule = StepSchedule(config.lr, config.iterations)
+    history, start, last_ckpt = [], 0, None
     if resume_from is not None:
-        saved = resume_from[1][1]["config"]
-        now = json.loads(json.dumps(config))         # as it would be saved (tuples become lists)
-        different = {k: (saved.get(k), v) for k, v in now.items() if k != "iterations" and saved.get(k) != v}
-        if different:
-            raise ValueError(f"cannot resume from {resume_from[0]}: it was trained with different settings "
-                             f"(saved, now): {different}")
-    if progress:
-        echo(f"{arch} ({config['parameters']:,} parameters) on {dataset}: {len(y_train)} training and "
-             f"{len(y_test)} test images, {iterations} iterations of batch {batch_size}, backend {backend}")
-    opt = SGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    schedule = StepSchedule(lr, iterations)
-    history, start = [], 0
-    if resume_from is not None:
-        path, (arrays, meta) = resume_from
+        last_ckpt, arrays, meta = resume_from
         model.load_state_dict(_section(arrays, "model"))
-        opt.load_state_dict(_section(arrays, "optim"))
+        optimizer.load_state_dict(_section(arrays, "optim"))
         start, history = meta["iteration"], meta["history"]
-        echo(f"resuming from {path} at iteration {start}")
-
-    # the loop ----------------------------------------------------------------------------------
-    last_ckpt = resume_from[0] if resume_from else None
-    metrics_path = os.path.join(checkpoint_dir, "metrics.json") if checkpoint_dir else None
-    bar = _progress(iterations, start, progress)
-    xp = B.get(backend)
-    loss_acc, correct_acc, seen, t_log = xp.zeros((), dtype=xp.float32), xp.zeros((), dtype=xp.int64), 0, time.perf_counter()
-    t_start = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)
+        echo(f"resuming from {last_ckpt} at iteration {start}")
+    if config.progress:
+        echo(f"{config.arch} ({record['parameters']:,} parameters) on {config.dataset}: "
+             f"{data.n_train} training and {len(data.y_test)} test images, {config.iterations} "
+             f"iterations of batch {config.batch_size}, backend {config.backend}")
+    log = MetricLog(config.backend, history, history[-1]["elapsed_s"] if history else 0.0)
     test_acc = history[-1].get("test_acc") if history else None
+    bar = _progress(config.iterations, start, config.progress)
     try:
-        for it in range(start, iterations):
-            xb, yb = stream.batch(it)
-            xd, yd = B.to_device(xb, backend), B.to_device(yb, backend)
-            lr_it = schedule(it)
-            logits = model(xd)
-            loss, dlogits = F.softmax_cross_entropy(logits, yd, validate=False)
-            model.zero_grad()
-            model.backward(dlogits)
-            opt.step(lr_it)
-            loss_acc += loss
-            correct_acc += (logits.argmax(axis=1) == yd).sum()
-            seen += len(yb)
+        for it in range(start, config.iterations):
+            xb, yb = data.stream.batch(it)
+            lr = schedule(it)
+            loss, correct = step(model, optimizer, B.to_device(xb, config.backend),
+                                 B.to_device(yb, config.backend), lr)
+            log.add(loss, correct, len(yb))
             done = it + 1
-            evaluate_now = done % eval_every == 0 or done == iterations
-            if done % log_every == 0 or evaluate_now:
-                steps = seen / batch_size
-                mean_loss = float(loss_acc) / steps          # the one read-back from the device
-                if not np.isfinite(mean_loss):
+            evaluate_now = done % config.eval_every == 0 or done == config.iterations
+            if done % config.log_every == 0 or evaluate_now:
+                steps = log.steps
+                row = log.row(done, lr)                          # the one read-back
+                if not math.isfinite(row["loss"]):
                     raise TrainingDiverged(
-                        f"the training loss became {mean_loss} between iterations {done - int(steps)} and {done} "
-                        f"(lr {lr_it}); training stopped. The last good checkpoint is "
+                        f"the training loss became {row['loss']} between iterations {done - steps} "
+                        f"and {done} (lr {lr}); training stopped. The last good checkpoint is "
                         f"{last_ckpt or '(none written yet)'}; try a lower lr.")
-                now = time.perf_counter()
-                row = dict(iteration=done, lr=lr_it, loss=mean_loss, train_acc=int(correct_acc) / seen,
-                           images_per_s=seen / (now - t_log), elapsed_s=now - t_start)
-                loss_acc[...] = 0
-                correct_acc[...] = 0
-                seen, t_log = 0, now
                 if evaluate_now:
-                    test_acc, test_loss = evaluate(model, x_test, y_test, mean)
+                    test_acc, test_loss = evaluate(model, data.x_test, data.y_test, data.mean)
                     row.update(test_acc=test_acc, test_loss=test_loss)
-                    t_log = time.perf_counter()              # evaluation time is not training speed
+                    log.restart_clock()
                 history.append(row)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{row['train_acc']:.3f}",
-                                    img_s=f"{row['images_per_s']:.0f}",
-                                    **({"test": f"{test_acc:.3f}"} if test_acc is not None else {}))
-                elif progress:
-                    echo(f"iter {done}/{iterations} loss {mean_loss:.3f} acc {row['train_acc']:.3f} "
-                         f"{row['images_per_s']:.0f} img/s" + (f" test {test_acc:.3f}" if evaluate_now else ""))
-                if evaluate_now and checkpoint_dir:
-                    arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
-                    arrays.update({f"optim.{k}": v for k, v in opt.state_dict().items()})
-                    arrays["data.mean"] = mean
-                    last_ckpt = save_checkpoint(os.path.join(checkpoint_dir, checkpoint_name(done)), arrays,
-                                                dict(iteration=done, config=config, history=history))
-                    prune_checkpoints(checkpoint_dir, keep_checkpoints)
-                    _write_metrics(metrics_path, config, history)
+                _show(bar, config, row, test_acc, echo)
+                if evaluate_now and config.checkpoint_dir:
+                    last_ckpt = save_run(config, record, model, optimizer, data.mean, history, done)
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     if test_acc is None:   # resumed at the end: nothing left to train
-        test_acc, _ = evaluate(model, x_test, y_test, mean)
-    return TrainResult(history, test_acc, last_ckpt, metrics_path, config, model)
+        test_acc, _ = evaluate(model, data.x_test, data.y_test, data.mean)
+    metrics_path = os.path.join(config.checkpoint_dir, "metrics.json") if config.checkpoint_dir else None
+    return TrainResult(history, test_acc, last_ckpt, metrics_path, record, model)
+
+
+def train_cifar(*, echo=print, **settings) -> TrainResult:
+    """Train a Residual Attention Network with the paper's recipe (Sec. 4.1).
+
+    ``settings`` are the fields of :class:`TrainConfig` (validated before anything is loaded);
+    its defaults are the paper's: Attention-92 on CIFAR-10, Nesterov SGD, momentum 0.9, weight
+    decay 1e-4, batch 64, LR 0.1 divided by 10 at 40% and 60% of ``iterations`` (64k and 96k of
+    160k), augmentation by zero-padding 4, random crop and horizontal flip, per-pixel mean
+    subtraction. Returns a :class:`TrainResult`; writes checkpoints and ``metrics.json`` to
+    ``checkpoint_dir`` when given.
+    """
+    return train(TrainConfig(**settings), echo=echo)
 
 
 def _section(arrays, name):
@@ -248,31 +323,54 @@ def _section(arrays, name):
     return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
-def _write_metrics(path, config, history):
+def _write_metrics(path, record, history):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(dict(config=config, history=history), f, indent=1)
+        json.dump(dict(config=record, history=history), f, indent=1)
     os.replace(tmp, path)
 
 
+# ---- after training ------------------------------------------------------------------------
 def load_trained(path: str, backend: str = "numpy"):
     """Rebuild the model saved in checkpoint ``path``; returns (model, mean, meta)."""
     arrays, meta = load_checkpoint(path)
     cfg = meta["config"]
-    model = build(cfg["arch"], num_classes=cfg["num_classes"], attention=cfg["attention"],
-                  learning=cfg["learning"], mask=cfg["mask"], **cfg["model_kwargs"])
+    settings = cfg.get("model") or dict(                  # checkpoints written before "model"
+        arch=cfg["arch"], num_classes=cfg["num_classes"], attention=cfg["attention"],
+        learning=cfg["learning"], mask=cfg["mask"], spec=cfg["model_kwargs"])
+    model = rebuild_model(settings)
     model.load_state_dict(_section(arrays, "model"))
     return model.to(backend), arrays["data.mean"], meta
+
+
+def load_test_split(meta: dict, data_dir: str | None = None, n_test=None):
+    """The test split of the run a checkpoint's ``meta`` describes, through the same data entry
+    point training used (so ``shapes`` gives the same images); the first ``n_test`` when given."""
+    cfg = meta["config"]
+    data = load_dataset(cfg["dataset"], data_dir, n_test=cfg.get("n_test"), seed=cfg["seed"],
+                        need_train=False)
+    if n_test:
+        data.x_test, data.y_test = data.x_test[:n_test], data.y_test[:n_test]
+    return data
 
 
 def evaluate_checkpoint(path: str, data_dir: str | None = None, backend: str = "numpy", n_test=None):
     """Test accuracy of a saved model on its data set's test split."""
     model, mean, meta = load_trained(path, backend)
+    data = load_test_split(meta, data_dir, n_test)
+    acc, loss = evaluate(model, data.x_test, data.y_test, mean)
     cfg = meta["config"]
-    kwargs = {"n_train": 1, "n_test": cfg.get("n_test") or 2000, "seed": cfg["seed"]} if cfg["dataset"] == "shapes" else {}
-    data = load_dataset(cfg["dataset"], data_dir, False, **kwargs)
-    n = n_test or cfg.get("n_test")
-    x, y = (data.x_test[:n], data.y_test[:n]) if n else (data.x_test, data.y_test)
-    acc, loss = evaluate(model, x, y, mean)
-    return dict(accuracy=acc, error=1 - acc, loss=loss, iteration=meta["iteration"], n_test=len(y),
-                arch=cfg["arch"], dataset=cfg["dataset"])
+    return dict(accuracy=acc, error=1 - acc, loss=loss, iteration=meta["iteration"],
+                n_test=len(data.y_test), arch=cfg["arch"], dataset=cfg["dataset"])
+
+
+def predict(model, x_uint8, mean):
+    """(normalised images, predicted classes) of ``model`` in eval mode, on the host."""
+    x = normalize(x_uint8, mean)
+    was = model.training
+    model.eval()
+    try:
+        preds = B.to_numpy(model(B.to_device(x, model.backend)).argmax(axis=1))
+    finally:
+        model.train(was)
+    return x, preds

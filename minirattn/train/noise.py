@@ -7,6 +7,7 @@ The confusion matrix Q has q_ii = r and q_ij = (1 - r) / (K - 1) for i != j.
 from __future__ import annotations
 
 from .. import backend
+from ..checks import check_number, check_positive_int
 
 
 def add_label_noise(labels, noise: float, num_classes: int, seed: int = 0):
@@ -15,10 +16,8 @@ def add_label_noise(labels, noise: float, num_classes: int, seed: int = 0):
     labels: int array (N,); noise = 1 - r in [0, 1).
     """
     np = backend.numpy
-    if not 0.0 <= noise < 1.0:
-        raise ValueError(f"label_noise must lie in [0, 1), got {noise}")
-    if num_classes < 2:
-        raise ValueError(f"label noise needs at least 2 classes, got {num_classes}")
+    check_number("label_noise", noise, 0.0, 1.0, high_open=True)
+    check_positive_int("label noise num_classes", num_classes, 2)
     labels = np.asarray(labels)
     rng = np.random.default_rng([seed, 0x6E6F6973])
     flip = rng.random(len(labels)) < noise

@@ -12,6 +12,7 @@ convolution and FC weights carry the capacity that decay is meant to regularise.
 from __future__ import annotations
 
 from .. import backend
+from ..checks import check_number
 
 PAPER_ITERATIONS = 160_000
 PAPER_MILESTONES = (64_000, 96_000)
@@ -26,12 +27,11 @@ class SGD:
     """Nesterov SGD over a model's named parameters; velocities live beside the parameters."""
 
     def __init__(self, model, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True):
-        if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-        if weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        check_number("lr", lr, 0.0)
+        if lr == 0:
+            raise ValueError("lr: expected a number > 0, got 0.0")
+        check_number("momentum", momentum, 0.0, 1.0, high_open=True)
+        check_number("weight_decay", weight_decay, 0.0)
         self.model, self.lr, self.momentum = model, lr, momentum
         self.weight_decay, self.nesterov = weight_decay, nesterov
         self.velocity = {name: backend.xp_of(p).zeros_like(p) for name, p, _ in model.named_parameters()}

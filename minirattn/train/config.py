@@ -1,0 +1,109 @@
+"""One training configuration: every setting of a run, validated once, at construction.
+
+``TrainConfig(**settings)`` raises a clear ``ValueError``/``TypeError`` (or ``BackendError``)
+before any data is loaded; ``train_cifar(**settings)`` builds one. ``to_dict()`` is what
+checkpoints and ``metrics.json`` record, and ``TrainConfig.from_dict`` reads it back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from .. import backend as B
+from ..checks import check_choice, check_number, check_positive_int
+from ..data import DATASETS
+from ..models import REGISTRY, check_choices
+from .optim import PAPER_ITERATIONS
+
+#: Settings that say where and how a run goes, not what it computes: a resumed run may change
+#: them, and ``to_dict`` leaves the machine-specific ones out.
+PLACE_FIELDS = ("data_dir", "download", "backend", "checkpoint_dir", "resume", "progress",
+                "log_every", "eval_every", "keep_checkpoints")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run: the paper's recipe by default (Sec. 4.1; docs/conventions.md).
+
+    arch: a registered network; dataset: "cifar10" | "cifar100" | "fashion-mnist" | "shapes";
+    n_train / n_test: use the first images only (``shapes``: how many to generate, 10,000 /
+    2,000 when left None); model_kwargs: fields of the network's NetworkSpec to override;
+    attention / learning / mask: the paper's ablations (Tables 1, 3, 4); label_noise: 1 - r of
+    Eq. (7). LR ``lr`` divided by 10 at 40% and 60% of ``iterations``.
+    """
+    arch: str = "attention92"
+    dataset: str = "cifar10"
+    iterations: int = PAPER_ITERATIONS
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    label_noise: float = 0.0
+    attention: str = "mixed"
+    learning: str = "arl"
+    mask: str = "soft"
+    seed: int = 0
+    augment: bool = True
+    n_train: int | None = None
+    n_test: int | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    # where and how (PLACE_FIELDS)
+    data_dir: str | None = None
+    download: bool = False
+    backend: str = "numpy"
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    progress: bool = True
+    log_every: int = 10
+    eval_every: int = 2000
+    keep_checkpoints: int = 3
+
+    def __post_init__(self):
+        check_choice("arch", self.arch, sorted(REGISTRY))
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choices(self.attention, self.learning, self.mask)
+        for name in ("iterations", "batch_size", "eval_every", "log_every"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("keep_checkpoints", self.keep_checkpoints, 0)
+        check_positive_int("seed", self.seed, 0)
+        for name in ("n_train", "n_test"):
+            if getattr(self, name) is not None:
+                check_positive_int(name, getattr(self, name))
+        if check_number("lr", self.lr, 0.0) == 0:
+            raise ValueError("lr: expected a number > 0, got 0.0")
+        check_number("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        check_number("label_noise", self.label_noise, 0.0, 1.0, high_open=True)
+        if not isinstance(self.model_kwargs, dict):
+            raise TypeError(f"model_kwargs: expected a dict of NetworkSpec fields, got "
+                            f"{type(self.model_kwargs).__name__}")
+        if self.resume and not self.checkpoint_dir:
+            raise ValueError("resume=True needs checkpoint_dir (where to look for checkpoints)")
+        B.get(self.backend)      # BackendError now, not after loading data
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """The run's settings as JSON values (tuples become lists), without the machine-specific
+        ones (data_dir, backend, checkpoint_dir, resume, progress)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("data_dir", "backend", "checkpoint_dir", "resume", "progress"):
+            d.pop(name)
+        return json.loads(json.dumps(d))
+
+    @classmethod
+    def from_dict(cls, d: dict, **changes) -> "TrainConfig":
+        """The configuration a checkpoint or ``metrics.json`` recorded (entries that are not
+        settings, such as ``num_classes``, are skipped), with ``changes`` applied."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in d.items() if k in names}, **changes})
+
+    def differences(self, saved: dict) -> dict:
+        """{setting: (saved, now)} for every setting that changes what the run computes and
+        differs from ``saved`` (a ``to_dict()``); ``iterations`` may grow on resume."""
+        now = self.to_dict()
+        return {k: (saved.get(k), v) for k, v in now.items()
+                if k not in PLACE_FIELDS and k != "iterations" and saved.get(k) != v}
