@@ -46,7 +46,8 @@ def _import_cupy():
         n = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # pragma: no cover - depends on the machine
         raise BackendError(
-            f"backend 'cupy' was requested and CuPy is installed, but no CUDA device is usable: {exc}"
+            f"backend 'cupy' was requested and CuPy is installed, but no CUDA device is usable: "
+            f"{exc}"
         ) from exc
     if n < 1:  # pragma: no cover
         raise BackendError("backend 'cupy' was requested but CUDA reports 0 devices")

@@ -1,13 +1,14 @@
 """The `minirattn` command (also `python -m minirattn`).
 
-    minirattn train                 # a small Residual Attention Network on the embedded `shapes` set
-    minirattn train --dataset cifar10 --arch attention92 --download --iterations 160000
-    minirattn evaluate --checkpoint runs/shapes-attention56_small/ckpt-00001500.rattn
-    minirattn masks --checkpoint runs/shapes-attention56_small/ckpt-00000800.rattn --out masks.png
-    minirattn plot --metrics runs/shapes-attention56_small/metrics.json --out curves.png
-    minirattn models                # the registry with parameter counts
-    minirattn check                 # prove every op's backward on this machine
+minirattn train                 # a small Residual Attention Network on the embedded `shapes` set
+minirattn train --dataset cifar10 --arch attention92 --download --iterations 160000
+minirattn evaluate --checkpoint runs/shapes-attention56_small/ckpt-00001500.rattn
+minirattn masks --checkpoint runs/shapes-attention56_small/ckpt-00000800.rattn --out masks.png
+minirattn plot --metrics runs/shapes-attention56_small/metrics.json --out curves.png
+minirattn models                # the registry with parameter counts
+minirattn check                 # prove every op's backward on this machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,8 @@ DEMO = dict(arch="attention56_small", dataset="shapes", iterations=800, batch_si
 
 
 def run_dir(base: str, resume: bool) -> str:
-    """Where a run without --checkpoint-dir goes: ``base``, or ``base-2``, ``base-3``, ... so that a new
+    """Where a run without --checkpoint-dir goes: ``base``, or ``base-2``, ``base-3``, ... so that a
+    new
     run never overwrites an earlier one; with --resume, the newest of them that exists."""
     import os
     from .train import list_checkpoints
@@ -35,15 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
     from .functional import ATTENTION_TYPES, LEARNING_RULES
     from .models import MASKS, REGISTRY
-    p = argparse.ArgumentParser(prog="minirattn", description="Residual Attention Networks in NumPy/CuPy.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="minirattn",
+        description="Residual Attention Networks in " "NumPy/CuPy.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a network (defaults: the small demo on the embedded data)")
+    t = sub.add_parser("train", help="train a network (defaults: the small demo on the embedded "
+                                     "data)")
     t.add_argument("--arch", default=DEMO["arch"], choices=sorted(REGISTRY))
     t.add_argument("--dataset", default=DEMO["dataset"], choices=DATASETS)
-    t.add_argument("--data-dir", default=None, help="folder holding the data set (CIFAR: archive or extracted folder)")
-    t.add_argument("--download", action="store_true", help="download CIFAR if it is not in --data-dir")
+    t.add_argument("--data-dir", default=None, help="folder holding the data set (CIFAR: archive "
+                                                    "or extracted folder)")
+    t.add_argument("--download", action="store_true", help="download CIFAR if it is not in "
+                                                           "--data-dir")
     t.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     t.add_argument("--iterations", type=int, default=DEMO["iterations"])
     t.add_argument("--batch-size", type=int, default=DEMO["batch_size"])
@@ -55,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mask", default="soft", choices=MASKS)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-dir", default=None,
-                   help="default: runs/<dataset>-<arch>, or -2, -3, ... if that holds an earlier run")
+                   help="default: runs/<dataset>-<arch>, or -2, -3, ... if that holds an earlier "
+                        "run")
     t.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     t.add_argument("--eval-every", type=int, default=DEMO["eval_every"])
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
@@ -68,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 
-    m = sub.add_parser("masks", help="draw every attention module's mask over test images (paper Fig. 1)")
+    m = sub.add_parser("masks", help="draw every attention module's mask over test images (paper "
+                                     "Fig. 1)")
     m.add_argument("--checkpoint", required=True)
     m.add_argument("--out", default="masks.png")
     m.add_argument("--n", type=int, default=6, help="how many test images")
@@ -112,18 +123,35 @@ def main(argv=None) -> int:
         from .train import evaluate_checkpoint
         r = evaluate_checkpoint(args.checkpoint, args.data_dir, args.backend)
         print(f"{r['arch']} on {r['dataset']} (iteration {r['iteration']}): test accuracy "
-              f"{100 * r['accuracy']:.2f}% (error {100 * r['error']:.2f}%) on {r['n_test']} images, loss {r['loss']:.4f}")
+              f"{100 * r['accuracy']:.2f}% (error {100 * r['error']:.2f}%) on {r['n_test']} "
+              f"images, loss {r['loss']:.4f}")
         return 0
     from .train import TrainConfig, TrainingDiverged, train
     ckpt = args.checkpoint_dir or run_dir(f"runs/{args.dataset}-{args.arch}", args.resume)
     try:
         config = TrainConfig(
-            arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
-            backend=args.backend, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, label_noise=args.label_noise, attention=args.attention,
-            learning=args.learning, mask=args.mask, seed=args.seed, checkpoint_dir=ckpt,
-            resume=args.resume, eval_every=args.eval_every, progress=not args.no_progress,
-            augment=not args.no_augment, n_train=args.n_train, n_test=args.n_test)
+            arch=args.arch,
+            dataset=args.dataset,
+            data_dir=args.data_dir,
+            download=args.download,
+            backend=args.backend,
+            iterations=args.iterations,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            label_noise=args.label_noise,
+            attention=args.attention,
+            learning=args.learning,
+            mask=args.mask,
+            seed=args.seed,
+            checkpoint_dir=ckpt,
+            resume=args.resume,
+            eval_every=args.eval_every,
+            progress=not args.no_progress,
+            augment=not args.no_augment,
+            n_train=args.n_train,
+            n_test=args.n_test,
+        )
         result = train(config)
     except TrainingDiverged as exc:
         print(f"minirattn: {exc}", file=sys.stderr)

@@ -44,12 +44,17 @@ class GradcheckResult:
     rows: list = field(default_factory=list)   # (name, check, error, where, analytic, numeric)
 
     def __str__(self):
-        head = f"gradcheck {'passed' if self.ok else 'FAILED'}: worst relative error {self.worst_error:.3e} " \
-               f"(tolerance {self.tol:.1e}) in {self.worst_name} at {self.worst_where}"
+        head = (
+            f"gradcheck {'passed' if self.ok else 'FAILED'}: worst relative error "
+            f"{self.worst_error:.3e} "
+            f"(tolerance {self.tol:.1e}) in {self.worst_name} at {self.worst_where}"
+        )
         lines = [head, f"  {'tensor':<32} {'check':<12} {'error':>10}  where (analytic vs numeric)"]
         for name, check, err, where, a, n in self.rows:
             flag = "  <-- exceeds tolerance" if err > self.tol else ""
-            lines.append(f"  {name:<32} {check:<12} {err:10.3e}  {where} ({a:.6g} vs {n:.6g}){flag}")
+            lines.append(
+                f"  {name:<32} {check:<12} {err:10.3e}  {where} ({a:.6g} vs {n:.6g}){flag}"
+            )
         return "\n".join(lines)
 
 
@@ -89,7 +94,8 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
         targets += [(name, p) for name, p, _ in fn.named_parameters()]
     for name, t in targets:
         if not backend.is_array(t) or str(t.dtype) != "float64":
-            raise TypeError(f"gradcheck: {name} must be a float64 array (finite differences in float32 "
+            raise TypeError(f"gradcheck: {name} must be a float64 array (finite differences in "
+                            f"float32 "
                             f"are meaningless), got {getattr(t, 'dtype', type(t).__name__)}")
 
     def forward():
@@ -149,7 +155,9 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
             rows.append((name, f"direction {k}", err, "-", ana, num))
         if t.size <= elementwise_limit:
             num = backend.numpy.zeros(t.shape)
-            flat_t = t.reshape(-1)  # a view: t is ours (a contiguous copy) or a contiguous parameter
+            flat_t = t.reshape(
+                -1
+            )  # a view: t is ours (a contiguous copy) or a contiguous parameter
             flat_o = orig.reshape(-1)
             for i in range(t.size):
                 flat_t[i] = flat_o[i] + eps

@@ -68,9 +68,12 @@ def mask_region_gap(model, x, region):
         N, _, h, w = m.shape
         H, W = region.shape[1:]
         if H % h or W % w:
-            raise ValueError(f"mask_region_gap: the input size {H}x{W} is not a multiple of {name}'s "
+            raise ValueError(f"mask_region_gap: the input size {H}x{W} is not a multiple of "
+                             f"{name}'s "
                              f"mask size {h}x{w}")
-        inside_w = region.reshape(N, h, H // h, w, W // w).mean(axis=(2, 4))[:, None]   # (N, 1, h, w)
+        inside_w = region.reshape(N, h, H // h, w, W // w).mean(axis=(2, 4))[
+            :, None
+        ]  # (N, 1, h, w)
         outside_w = 1.0 - inside_w
         inside = (m * inside_w).sum(axis=(2, 3)) / inside_w.sum(axis=(2, 3))
         outside = (m * outside_w).sum(axis=(2, 3)) / outside_w.sum(axis=(2, 3))
@@ -84,7 +87,8 @@ def _usable_region(region, x):
     np = backend.numpy
     region = np.asarray(region, dtype=bool)
     if region.shape != (x.shape[0],) + tuple(x.shape[2:]):
-        raise ValueError(f"mask region must have shape {(x.shape[0],) + tuple(x.shape[2:])}, got {region.shape}")
+        raise ValueError(f"mask region must have shape {(x.shape[0],) + tuple(x.shape[2:])}, got "
+                         f"{region.shape}")
     keep = region.any(axis=(1, 2)) & ~region.all(axis=(1, 2))
     if not keep.any():
         raise ValueError("mask region is empty or full in every image")
@@ -100,7 +104,9 @@ def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predicti
     np = backend.numpy
     maps = mask_maps(model, x)
     n, names = len(images_uint8), list(maps)
-    fig, axes = plt.subplots(n, 1 + len(names), figsize=(1.6 * (1 + len(names)), 1.6 * n), squeeze=False)
+    fig, axes = plt.subplots(
+        n, 1 + len(names), figsize=(1.6 * (1 + len(names)), 1.6 * n), squeeze=False
+    )
     for i in range(n):
         img = images_uint8[i].transpose(1, 2, 0)
         img = img[..., 0] if img.shape[2] == 1 else img
@@ -125,7 +131,8 @@ def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predicti
 
 
 def plot_training_curves(metrics, path):
-    """Loss and train/test accuracy against iteration; ``metrics`` is a metrics.json path or a history list."""
+    """Loss and train/test accuracy against iteration; ``metrics`` is a metrics.json path or a
+    history list."""
     plt = _plt()
     if isinstance(metrics, str):
         with open(metrics) as f:

@@ -1,6 +1,7 @@
 """Every functional family links its derivation, and the page exists."""
 import pathlib
 import re
+import subprocess
 
 import pytest
 
@@ -36,3 +37,30 @@ def test_every_tutorial_is_listed_on_the_tutorials_page():
     page = (ROOT / "docs" / "tutorials.md").read_text()
     for path in sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py")):
         assert f"`{path.name}`" in page, f"{path.name} is missing from docs/tutorials.md"
+
+
+def _project_text():
+    """Every tracked text file of the project: package, tests, tutorials, benchmarks, docs, CI."""
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    suffixes = {".py", ".md", ".yml", ".toml", ".txt"}
+    for name in out.stdout.split():
+        path = ROOT / name
+        if path.suffix in suffixes or name == ".ci/run":
+            yield name, path.read_text()
+
+
+def test_package_lines_fit_in_100_columns():
+    for path in sorted((ROOT / "minirattn").rglob("*.py")):
+        long = [i for i, line in enumerate(path.read_text().splitlines(), 1) if len(line) > 100]
+        assert not long, f"{path.relative_to(ROOT)}: lines {long} are longer than 100 characters"
+
+
+def test_the_project_speaks_of_itself_alone():
+    """No text dates things by rounds of work, cites tracker numbers or points to design files that
+    are not in the repository: history goes by date and commit, decisions live in docs/."""
+    pattern = re.compile(r"\bsessions? \d|\bsession-\d|\bissue #?\d|DESIGN\.md|STYLE\.md", re.I)
+    for name, text in _project_text():
+        if name == "tests/test_docs.py":
+            continue
+        hits = [i for i, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
+        assert not hits, f"{name}: lines {hits} speak of things outside the project"

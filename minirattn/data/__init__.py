@@ -44,6 +44,19 @@ def load_dataset(name: str, data_dir=None, download=False, *, n_train=None, n_te
     return data
 
 
-__all__ = ["Dataset", "DataError", "DATASETS", "load_dataset", "load_cifar", "write_cifar_archive",
-           "load_fashion_mnist", "make_shapes", "SHAPES_SIZES", "BatchStream", "augment", "eval_batches", "normalize",
-           "pixel_mean"]
+__all__ = [
+    "Dataset",
+    "DataError",
+    "DATASETS",
+    "load_dataset",
+    "load_cifar",
+    "write_cifar_archive",
+    "load_fashion_mnist",
+    "make_shapes",
+    "SHAPES_SIZES",
+    "BatchStream",
+    "augment",
+    "eval_batches",
+    "normalize",
+    "pixel_mean",
+]

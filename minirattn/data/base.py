@@ -23,7 +23,8 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def __repr__(self):
-        return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, test={tuple(self.x_test.shape)}, "
+        return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
+                f"test={tuple(self.x_test.shape)}, "
                 f"classes={self.num_classes})")
 
 

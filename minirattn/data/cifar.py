@@ -13,18 +13,33 @@ import pickle
 import tarfile
 
 from .. import backend
+from ..checks import check_choice
 from .base import DataError, Dataset
 from .download import download as fetch, md5_of
 
 SOURCES = {
-    "cifar10": dict(url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                    file="cifar-10-python.tar.gz", md5="c58f30108f718f92721af3b95e74349a",
-                    folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)],
-                    test=["test_batch"], meta="batches.meta", label_key=b"labels", names_key=b"label_names"),
-    "cifar100": dict(url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                     file="cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85",
-                     folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                     label_key=b"fine_labels", names_key=b"fine_label_names"),
+    "cifar10": dict(
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        file="cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        folder="cifar-10-batches-py",
+        train=[f"data_batch_{i}" for i in range(1, 6)],
+        test=["test_batch"],
+        meta="batches.meta",
+        label_key=b"labels",
+        names_key=b"label_names",
+    ),
+    "cifar100": dict(
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        file="cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        folder="cifar-100-python",
+        train=["train"],
+        test=["test"],
+        meta="meta",
+        label_key=b"fine_labels",
+        names_key=b"fine_label_names",
+    ),
 }
 
 
@@ -32,7 +47,8 @@ def _unpickle(raw: bytes, what: str):
     try:
         return pickle.loads(raw, encoding="bytes")
     except Exception as exc:
-        raise DataError(f"{what} is not a readable CIFAR pickle ({exc}); the files are damaged: delete them "
+        raise DataError(f"{what} is not a readable CIFAR pickle ({exc}); the files are damaged: "
+                        f"delete them "
                         f"and download again") from exc
 
 
@@ -41,7 +57,8 @@ def _stack(batches, src, what):
     xs, ys = [], []
     for b in batches:
         if b"data" not in b or src["label_key"] not in b:
-            raise DataError(f"{what}: a batch lacks b'data' or {src['label_key']!r}; not an official CIFAR file")
+            raise DataError(f"{what}: a batch lacks b'data' or {src['label_key']!r}; not an "
+                            f"official CIFAR file")
         xs.append(np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         ys.append(np.asarray(b[src["label_key"]], dtype=np.int64))
     return np.concatenate(xs), np.concatenate(ys)
@@ -60,8 +77,7 @@ def _read(open_member, src, where):
 def load_cifar(name: str = "cifar10", data_dir: str | None = None, download: bool = False,
                url: str | None = None, md5: str | None = None, progress: bool = False) -> Dataset:
     """Load CIFAR-10 (``name="cifar10"``) or CIFAR-100 (``"cifar100"``, fine labels)."""
-    if name not in SOURCES:
-        raise ValueError(f"unknown CIFAR variant {name!r}: expected one of {sorted(SOURCES)}")
+    check_choice("CIFAR variant", name, sorted(SOURCES))
     src = SOURCES[name]
     url, md5 = url or src["url"], md5 or src["md5"]
     data_dir = os.path.expanduser(data_dir or os.path.join("~", ".cache", "minirattn"))
@@ -71,7 +87,8 @@ def load_cifar(name: str = "cifar10", data_dir: str | None = None, download: boo
         def open_member(n):
             path = os.path.join(folder, n)
             if not os.path.exists(path):
-                raise DataError(f"{folder} lacks {n}: the extracted {name} folder is incomplete; delete it "
+                raise DataError(f"{folder} lacks {n}: the extracted {name} folder is incomplete; "
+                                f"delete it "
                                 f"and extract or download the archive again")
             with open(path, "rb") as f:
                 return f.read()
@@ -79,20 +96,25 @@ def load_cifar(name: str = "cifar10", data_dir: str | None = None, download: boo
     else:
         if not os.path.exists(tarball):
             if not download:
-                raise DataError(f"{name} not found in {data_dir}: expected the folder {src['folder']}/ or the "
-                                f"archive {src['file']}; pass download=True (--download) to fetch it from {url}")
+                raise DataError(f"{name} not found in {data_dir}: expected the folder "
+                                f"{src['folder']}/ or the "
+                                f"archive {src['file']}; pass download=True (--download) to fetch "
+                                f"it from {url}")
             fetch(url, tarball, md5, progress=progress)
         else:
             got = md5_of(tarball)
             if got != md5:
-                raise DataError(f"{tarball} is corrupt or truncated (MD5 {got}, expected {md5}); delete it "
+                raise DataError(f"{tarball} is corrupt or truncated (MD5 {got}, expected {md5}); "
+                                f"delete it "
                                 f"and download again (download=True)")
         with tarfile.open(tarball, "r:gz") as tar:
             def open_member(n):
                 try:
                     return tar.extractfile(f"{src['folder']}/{n}").read()
                 except KeyError as exc:
-                    raise DataError(f"{tarball} lacks {src['folder']}/{n}: not the official archive") from exc
+                    raise DataError(
+                        f"{tarball} lacks {src['folder']}/{n}: not the official archive"
+                    ) from exc
             parts = _read(open_member, src, tarball)
     x_train, y_train, x_test, y_test, names = parts
     n_classes = 10 if name == "cifar10" else 100
@@ -112,8 +134,11 @@ def write_cifar_archive(path: str, name: str = "cifar10", n_train_per_batch: int
     k = 10 if name == "cifar10" else 100
 
     def batch(n, label):
-        d = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-             src["label_key"]: [int(v) for v in rng.integers(0, k, n)], b"batch_label": label.encode()}
+        d = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            src["label_key"]: [int(v) for v in rng.integers(0, k, n)],
+            b"batch_label": label.encode(),
+        }
         if name == "cifar100":
             d[b"coarse_labels"] = [int(v) // 5 for v in d[src["label_key"]]]
         return d

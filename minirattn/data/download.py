@@ -25,7 +25,8 @@ def md5_of(path: str) -> str:
 
 
 def download(url: str, dest: str, md5: str, progress: bool = False, timeout: float = 60.0) -> str:
-    """Fetch ``url`` to ``dest`` (resuming ``dest + '.part'``), check ``md5``, rename. Returns dest."""
+    """Fetch ``url`` to ``dest`` (resuming ``dest + '.part'``), check ``md5``, rename.
+    Returns dest."""
     part = dest + ".part"
     os.makedirs(os.path.dirname(os.path.abspath(dest)) or ".", exist_ok=True)
     have = os.path.getsize(part) if os.path.exists(part) else 0
@@ -64,7 +65,8 @@ def download(url: str, dest: str, md5: str, progress: bool = False, timeout: flo
     got = md5_of(part)
     if got != md5:
         os.remove(part)
-        raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}: the file was corrupt "
+        raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}: the file was "
+                        f"corrupt "
                         f"or truncated and has been deleted; try again")
     os.replace(part, dest)
     return dest

@@ -29,12 +29,14 @@ def read_idx(path: str):
     except (OSError, EOFError) as exc:
         raise DataError(f"{path} is not a readable (gzip) IDX file: {exc}") from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path}: expected an unsigned-byte IDX file (magic 0x000008..), got {raw[:4]!r}")
+        raise DataError(f"{path}: expected an unsigned-byte IDX file (magic 0x000008..), got "
+                        f"{raw[:4]!r}")
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
-        raise DataError(f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but {data.size} follow; "
+        raise DataError(f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but {data.size} "
+                        f"follow; "
                         f"the file is truncated")
     return data.reshape(dims)
 
@@ -46,8 +48,10 @@ def find_fashion_mnist(data_dir: str | None = None) -> str:
         if d and all(os.path.exists(os.path.join(d, f)) for f in FILES):
             return d
     where = " or ".join(c for c in candidates if c)
-    raise DataError(f"Fashion-MNIST not found in {where}: expected {', '.join(FILES)}; install Debian's "
-                    f"dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) or pass data_dir")
+    raise DataError(f"Fashion-MNIST not found in {where}: expected {', '.join(FILES)}; install "
+                    f"Debian's "
+                    f"dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) or "
+                    f"pass data_dir")
 
 
 def load_fashion_mnist(data_dir: str | None = None, pad_to: int = 32) -> Dataset:
@@ -55,11 +59,18 @@ def load_fashion_mnist(data_dir: str | None = None, pad_to: int = 32) -> Dataset
     d = find_fashion_mnist(data_dir)
     xtr, ytr, xte, yte = (read_idx(os.path.join(d, f)) for f in FILES)
     if len(xtr) != len(ytr) or len(xte) != len(yte):
-        raise DataError(f"{d}: image and label counts differ ({len(xtr)}/{len(ytr)}, {len(xte)}/{len(yte)})")
+        raise DataError(f"{d}: image and label counts differ ({len(xtr)}/{len(ytr)}, "
+                        f"{len(xte)}/{len(yte)})")
     p = max(0, (pad_to - xtr.shape[1]) // 2)
 
     def prep(x):
         x = x[:, None]
         return np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))) if p else x
-    return Dataset("fashion-mnist", prep(xtr), ytr.astype(np.int64), prep(xte), yte.astype(np.int64),
-                   list(CLASSES))
+    return Dataset(
+        "fashion-mnist",
+        prep(xtr),
+        ytr.astype(np.int64),
+        prep(xte),
+        yte.astype(np.int64),
+        list(CLASSES),
+    )

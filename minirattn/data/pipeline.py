@@ -49,7 +49,8 @@ class BatchStream:
     def __init__(self, x_uint8, y, mean, batch_size: int, seed: int = 0, augment_data: bool = True):
         check_positive_int("batch_size", batch_size)
         if batch_size > len(y):
-            raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(y)} images)")
+            raise ValueError(f"batch_size {batch_size} is larger than the training set ({len(y)} "
+                             f"images)")
         self.x, self.y, self.mean = x_uint8, y, mean
         self.batch_size, self.seed, self.augment_data = batch_size, seed, augment_data
         self.batches_per_epoch = len(y) // batch_size

@@ -89,7 +89,7 @@ def _render(rng, labels, size, clutter=1.0):
                 v = -px * np.sin(rot) + py * np.cos(rot)
                 cover += _inside(int(labels[k]), u, v)
         cover /= ss * ss
-        col = rng.uniform(0.55, 1.0, 3)                 # a bright object of any hue on the dark ground
+        col = rng.uniform(0.55, 1.0, 3)  # a bright object of any hue on the dark ground
         canvas = canvas * (1 - cover[..., None]) + col * cover[..., None]
         img[k] = canvas + rng.normal(0, 0.03, canvas.shape)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8).transpose(0, 3, 1, 2)

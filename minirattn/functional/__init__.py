@@ -18,7 +18,12 @@ from .mask import (
 )
 from .linear import linear_forward, linear_backward
 from .loss import softmax_cross_entropy, log_softmax
-from .pool import maxpool2d_forward, maxpool2d_backward, global_avgpool_forward, global_avgpool_backward
+from .pool import (
+    maxpool2d_forward,
+    maxpool2d_backward,
+    global_avgpool_forward,
+    global_avgpool_backward,
+)
 from .upsample import bilinear_forward, bilinear_backward, interpolation_matrix
 
 __all__ = [n for n in dir() if not n.startswith("_")]

@@ -25,7 +25,8 @@ def attention_residual_forward(t, m, learning="arl"):
     check_array("attention trunk T", t, ndim=4)
     check_array("attention mask M", m, ndim=4)
     if t.shape != m.shape:
-        raise ValueError(f"attention: trunk T has shape {tuple(t.shape)} but mask M has {tuple(m.shape)}")
+        raise ValueError(f"attention: trunk T has shape {tuple(t.shape)} but mask M has "
+                         f"{tuple(m.shape)}")
     h = (1.0 + m) * t if learning == "arl" else m * t
     return h, (t, m, learning)
 

@@ -95,7 +95,13 @@ def batchnorm2d_backward(dy, cache):
     xhat = (x - mu) inv_std: two reductions and four elementwise passes.
     Evaluation: dx = gamma inv_std dy.
     """
-    xc, gamma, inv_std, training, M = cache.xc, cache.gamma, cache.inv_std, cache.training, cache.count
+    xc, gamma, inv_std, training, M = (
+        cache.xc,
+        cache.gamma,
+        cache.inv_std,
+        cache.training,
+        cache.count,
+    )
     C = xc.shape[1]
     dbeta = channel_sum(dy)
     dgamma = channel_dot(dy, xc) * inv_std               # sum(dy xhat)

@@ -171,7 +171,7 @@ def backward(dy, kept, x_shape, w, stride, padding):
         n = e - s
         row = n * Wr
         dy_planes = xp.zeros((F, (max(Ho, g1) + Dh) * row + Dw), dtype=dy.dtype)
-        start = Dh * row + Dw                                 # dy[i, m, j] at start + i row + m Wr + j
+        start = Dh * row + Dw  # dy[i, m, j] at start + i row + m Wr + j
         dy_grid = dy_planes[:, start:start + Ho * row].reshape(F, Ho, n, Wr)
         dy_grid[..., :Wo] = dy[s:e].transpose(1, 2, 0, 3)
         cols = shifted_runs(dy_planes, n, Dh, Dw, Wr, g0, g1 - g0)

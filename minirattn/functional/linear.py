@@ -15,7 +15,8 @@ def linear_forward(x, w, b=None):
         check_array("linear bias b", b, ndim=1)
     check_same_dtype(x=x, w=w, b=b)
     if x.shape[1] != w.shape[1]:
-        raise ValueError(f"linear: input has {x.shape[1]} features but the weight expects {w.shape[1]}")
+        raise ValueError(f"linear: input has {x.shape[1]} features but the weight expects "
+                         f"{w.shape[1]}")
     if b is not None and b.shape[0] != w.shape[0]:
         raise ValueError(f"linear: bias has {b.shape[0]} entries, expected {w.shape[0]}")
     y = x @ w.T

@@ -30,14 +30,16 @@ def softmax_cross_entropy(logits, labels, validate=True):
         raise TypeError(f"labels: expected an integer array, got dtype {labels.dtype}")
     N, K = logits.shape
     if labels.shape[0] != N:
-        raise ValueError(f"labels: expected {N} labels (one per row of logits), got {labels.shape[0]}")
+        raise ValueError(f"labels: expected {N} labels (one per row of logits), got "
+                         f"{labels.shape[0]}")
     if N == 0:
         raise ValueError("softmax_cross_entropy: expected a non-empty batch, got 0 rows")
     lo, hi = (int(labels.min()), int(labels.max())) if validate else (0, 0)
     if lo < 0 or hi >= K:
         raise ValueError(f"labels: expected values in [0, {K}), got range [{lo}, {hi}]")
     if validate and not bool(xp.isfinite(logits).all()):
-        raise ValueError("logits: expected finite values, got NaN or inf (the forward pass diverged)")
+        raise ValueError("logits: expected finite values, got NaN or inf (the forward pass "
+                         "diverged)")
     logp = log_softmax(logits)
     rows = xp.arange(N)
     loss = -logp[rows, labels].mean()

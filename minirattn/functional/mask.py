@@ -71,7 +71,11 @@ def f3_spatial_backward(dm, cache):
 
 
 _FORWARD = {"mixed": f1_mixed_forward, "channel": f2_channel_forward, "spatial": f3_spatial_forward}
-_BACKWARD = {"mixed": f1_mixed_backward, "channel": f2_channel_backward, "spatial": f3_spatial_backward}
+_BACKWARD = {
+    "mixed": f1_mixed_backward,
+    "channel": f2_channel_backward,
+    "spatial": f3_spatial_backward,
+}
 
 
 def mask_activation_forward(x, attention="mixed"):

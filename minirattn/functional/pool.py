@@ -20,7 +20,8 @@ from .conv import conv_output_size
 
 
 def _first_max(views):
-    """Elementwise max over equally shaped views and the index of the first view reaching it (uint8)."""
+    """Elementwise max over equally shaped views, and the index (uint8) of the first view that
+    reaches it."""
     xp = backend.xp_of(views[0])
     y = views[0].copy()
     arg = xp.zeros(y.shape, dtype=xp.uint8)
@@ -42,7 +43,8 @@ def maxpool2d_forward(x, kernel_size=3, stride=2, padding=1):
         raise ValueError(f"maxpool: padding {(ph, pw)} must be at most half the kernel {(kh, kw)}")
     N, C, H, W = x.shape
     if kh > H + 2 * ph or kw > W + 2 * pw:
-        raise ValueError(f"maxpool: kernel {kh}x{kw} is larger than the padded input {H + 2 * ph}x{W + 2 * pw}")
+        raise ValueError(f"maxpool: kernel {kh}x{kw} is larger than the padded input "
+                         f"{H + 2 * ph}x{W + 2 * pw}")
     if max(kh, kw) > 255:
         raise ValueError(f"maxpool: kernel {kh}x{kw} has a side longer than 255")
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
@@ -69,13 +71,15 @@ def maxpool2d_backward(dy, cache):
     v = xp.zeros(dy.shape, dtype=xp.uint8)          # the column offset in the winning row
     for u in range(kh):
         v += (a_h == u) * a_w[:, :, u:u + sh * (Ho - 1) + 1:sh, :]
-    idx = a_h.astype(xp.intp)                       # flat index into the padded (N, C, Hp, Wp) input
+    idx = a_h.astype(xp.intp)  # flat index into the padded (N, C, Hp, Wp) input
     idx *= Wp
     idx += v
     idx += (xp.arange(Ho) * (sh * Wp)).reshape(Ho, 1) + xp.arange(Wo) * sw       # window corners
     idx += (xp.arange(N * C) * (Hp * Wp)).reshape(N, C, 1, 1)                    # planes
     dxpad = xp.bincount(idx.ravel(), weights=dy.ravel(), minlength=N * C * Hp * Wp)
-    return xp.ascontiguousarray(dxpad.reshape(N, C, Hp, Wp)[:, :, ph:ph + H, pw:pw + W], dtype=dy.dtype)
+    return xp.ascontiguousarray(
+        dxpad.reshape(N, C, Hp, Wp)[:, :, ph : ph + H, pw : pw + W], dtype=dy.dtype
+    )
 
 
 def global_avgpool_forward(x):
@@ -89,5 +93,3 @@ def global_avgpool_backward(dy, cache):
     N, C, H, W = cache
     xp = backend.xp_of(dy)
     return xp.broadcast_to((dy / (H * W)).reshape(N, C, 1, 1), cache).copy()
-
-

@@ -78,7 +78,7 @@ class SoftMaskBranch(nn.Module):
             d = self._m("down", i)(self._m("pool", i)(d))
             feats.append(d)
         u = feats[-1]
-        for i in reversed(range(self.k - 1)):                 # top-down: upsample + skip, then r units
+        for i in reversed(range(self.k - 1)):  # top-down: upsample + skip, then r units
             u = self._m("upsample", i)(u, feats[i].shape[2:]) + self._m("skip", i)(feats[i])
             u = self._m("up", i)(u)
         return self.head(self.upsample_out(u, x.shape[2:]))
@@ -93,7 +93,7 @@ class SoftMaskBranch(nn.Module):
         g = du                                                # dL/dfeats[k-1]
         for i in reversed(range(self.k)):                     # reverse of the bottom-up loop
             if i < self.k - 1:
-                g = g + dfeat_skip[i]                         # feats[i] fed the skip and the next pool
+                g = g + dfeat_skip[i]  # feats[i] fed the skip and the next pool
             g = self._m("pool", i).backward(self._m("down", i).backward(g))
         return g
 

@@ -1,7 +1,7 @@
 """Networks built from one spec: the CIFAR and ImageNet Residual Attention Networks and ResNet.
 
-CIFAR layout (docs/architecture.md, paper Sec. 4.1): 3x3 conv (16) -> residual unit (64) -> m attention
-modules at 32x32 -> residual unit (128, stride 2) -> m modules at 16x16 -> residual unit
+CIFAR layout (docs/architecture.md, paper Sec. 4.1): 3x3 conv (16) -> residual unit (64) -> m
+attention modules at 32x32 -> residual unit (128, stride 2) -> m modules at 16x16 -> residual unit
 (256, stride 2) -> m modules at 8x8 -> 3 residual units (256) -> BN-ReLU-global average
 pool -> FC. Trunk depth 36m + 20.
 
@@ -9,6 +9,7 @@ ImageNet layout (paper Table 2): 7x7 conv (64, stride 2)-BN-ReLU -> 3x3 max pool
 residual unit (256) -> stage 1 at 56x56 -> (512, /2) -> stage 2 at 28x28 -> (1024, /2) ->
 stage 3 at 14x14 -> 3 residual units (2048, the first /2) at 7x7 -> BN-ReLU-avg pool -> FC.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, asdict
@@ -29,8 +30,8 @@ class NetworkSpec:
     p: int = 1
     t: int = 2
     r: int = 1
-    units: tuple = (0, 0, 0)            # plain residual units per stage after the transition (ResNet)
-    stem: str = "cifar"                 # "cifar": 3x3 conv; "imagenet": 7x7/2 conv-BN-ReLU + max pool
+    units: tuple = (0, 0, 0)  # plain residual units per stage after the transition (ResNet)
+    stem: str = "cifar"  # "cifar": 3x3 conv; "imagenet": 7x7/2 conv-BN-ReLU + max pool
     stem_width: int = 16
     final_width: int = 256
     final_units: int = 3
@@ -49,7 +50,8 @@ def validate_spec(spec: NetworkSpec) -> None:
     n = len(spec.widths)
     for name in ("modules", "pools", "units"):
         if len(getattr(spec, name)) != n:
-            raise ValueError(f"spec.{name} has {len(getattr(spec, name))} entries but there are {n} stages (widths)")
+            raise ValueError(f"spec.{name} has {len(getattr(spec, name))} entries but there are "
+                             f"{n} stages (widths)")
     for name in ("p", "t", "r"):
         check_positive_int(f"spec.{name}", getattr(spec, name), 1)
     for name in ("stem_width", "final_width", "input_size", "in_channels"):
@@ -66,16 +68,19 @@ def validate_spec(spec: NetworkSpec) -> None:
     size = spec.input_size
     if spec.stem == "imagenet":
         if size % 4:
-            raise ValueError(f"input size {size} is not divisible by 4 as the ImageNet stem (conv /2, pool /2) needs")
+            raise ValueError(f"input size {size} is not divisible by 4 as the ImageNet stem (conv "
+                             f"/2, pool /2) needs")
         size //= 4
     for i, (m, k) in enumerate(zip(spec.modules, spec.pools)):
         if i > 0:
             if size % 2:
-                raise ValueError(f"stage {i + 1} halves an odd size {size} (input size {spec.input_size})")
+                raise ValueError(f"stage {i + 1} halves an odd size {size} (input size "
+                                 f"{spec.input_size})")
             size //= 2
         if m and size % (2 ** k):
             raise ValueError(
-                f"input size {spec.input_size} gives stage {i + 1} a {size}x{size} map, which its soft mask "
+                f"input size {spec.input_size} gives stage {i + 1} a {size}x{size} map, which its "
+                f"soft mask "
                 f"branch cannot halve {k} times exactly (needs a multiple of {2 ** k})")
     if spec.final_stride == 2 and size % 2:
         raise ValueError(f"the final stride 2 halves an odd size {size}")
@@ -96,37 +101,54 @@ class ResidualAttentionNetwork(nn.Module):
         rng = backend.default_rng(seed)
         kw = dict(rng=rng, dtype=dtype)
         if spec.stem == "cifar":
-            self.stem = nn.Sequential(nn.Conv2d(spec.in_channels, spec.stem_width, 3, padding=1, bias=False, **kw))
+            self.stem = nn.Sequential(
+                nn.Conv2d(spec.in_channels, spec.stem_width, 3, padding=1, bias=False, **kw)
+            )
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=False, **kw),
-                nn.BatchNorm2d(spec.stem_width, dtype=dtype), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+                nn.Conv2d(
+                    spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=False, **kw
+                ),
+                nn.BatchNorm2d(spec.stem_width, dtype=dtype),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
         ch = spec.stem_width
         self.stages = []
         for i, (w, m, k, u) in enumerate(zip(spec.widths, spec.modules, spec.pools, spec.units)):
             blocks = [ResidualUnit(ch, w, stride=1 if i == 0 else 2, **kw)]
             blocks += [ResidualUnit(w, w, **kw) for _ in range(u)]
-            blocks += [AttentionModule(w, k, spec.p, spec.t, spec.r, attention, learning, mask, **kw)
-                       for _ in range(m)]
+            blocks += [
+                AttentionModule(w, k, spec.p, spec.t, spec.r, attention, learning, mask, **kw)
+                for _ in range(m)
+            ]
             stage = self.add_module(f"stage{i + 1}", nn.Sequential(*blocks))
             self.stages.append(stage)
             ch = w
         final = []
         for j in range(spec.final_units):
-            final.append(ResidualUnit(ch, spec.final_width, stride=spec.final_stride if j == 0 else 1, **kw))
+            final.append(
+                ResidualUnit(ch, spec.final_width, stride=spec.final_stride if j == 0 else 1, **kw)
+            )
             ch = spec.final_width
         self.final = nn.Sequential(*final)
-        self.bn, self.relu, self.pool = nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(inplace=True), nn.GlobalAvgPool2d()
+        self.bn, self.relu, self.pool = (
+            nn.BatchNorm2d(ch, dtype=dtype),
+            nn.ReLU(inplace=True),
+            nn.GlobalAvgPool2d(),
+        )
         self.fc = nn.Linear(ch, num_classes, **kw)
         self.stage_outputs = []
 
     def _check_input(self, x):
         s = self.spec
         if not backend.is_array(x) or x.ndim != 4:
-            raise ValueError(f"{self.name}: expected an (N, {s.in_channels}, {s.input_size}, {s.input_size}) "
+            raise ValueError(f"{self.name}: expected an (N, {s.in_channels}, {s.input_size}, "
+                             f"{s.input_size}) "
                              f"array, got {getattr(x, 'shape', type(x).__name__)}")
         if tuple(x.shape[1:]) != (s.in_channels, s.input_size, s.input_size):
-            raise ValueError(f"{self.name}: expected input of shape (N, {s.in_channels}, {s.input_size}, "
+            raise ValueError(f"{self.name}: expected input of shape (N, {s.in_channels}, "
+                             f"{s.input_size}, "
                              f"{s.input_size}), got {tuple(x.shape)}")
 
     def forward(self, x):
@@ -151,4 +173,6 @@ class ResidualAttentionNetwork(nn.Module):
         return [(n, m) for n, m in self.named_modules() if isinstance(m, AttentionModule)]
 
     def extra_repr(self):
-        return f"{self.name!r}, num_classes={self.num_classes}, " + ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"{self.name!r}, num_classes={self.num_classes}, " + ", ".join(
+            f"{k}={v!r}" for k, v in self.config.items()
+        )

@@ -1,13 +1,15 @@
 """The pre-activation bottleneck residual unit (He et al. 2016), as the paper's Caffe prototxt.
 
     a = ReLU(BN(x))
-    r = conv1x1(C_out/4) -> BN-ReLU -> conv3x3(C_out/4, stride) -> BN-ReLU -> conv1x1(C_out)   (on a)
+    r = conv1x1(C_out/4) -> BN-ReLU -> conv3x3(C_out/4, stride) -> BN-ReLU -> conv1x1(C_out)  (on a)
     y = r + x                  when the shape is kept
     y = r + conv1x1_stride(a)  (projection shortcut from the first BN-ReLU output) otherwise
 
 All convolutions are bias-free and He-initialised. The ReLUs work in place (each overwrites the
-batch norm output before it, which nothing else reads). Derivation of the backward: docs/math/networks.md
+batch norm output before it, which nothing else reads).
+Derivation of the backward: docs/math/networks.md
 """
+
 from __future__ import annotations
 
 from .. import nn
@@ -19,17 +21,23 @@ class ResidualUnit(nn.Module):
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rng=None, dtype="float32"):
         super().__init__()
         if out_ch < 4 or out_ch % 4:
-            raise ValueError(f"ResidualUnit: out_ch must be a positive multiple of 4 (bottleneck out_ch/4), got {out_ch}")
+            raise ValueError(f"ResidualUnit: out_ch must be a positive multiple of 4 (bottleneck "
+                             f"out_ch/4), got {out_ch}")
         mid = out_ch // 4
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.bn1, self.relu1 = nn.BatchNorm2d(in_ch, dtype=dtype), nn.ReLU(inplace=True)
         self.conv1 = nn.Conv2d(in_ch, mid, 1, bias=False, rng=rng, dtype=dtype)
         self.bn2, self.relu2 = nn.BatchNorm2d(mid, dtype=dtype), nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(mid, mid, 3, stride=stride, padding=1, bias=False, rng=rng, dtype=dtype)
+        self.conv2 = nn.Conv2d(
+            mid, mid, 3, stride=stride, padding=1, bias=False, rng=rng, dtype=dtype
+        )
         self.bn3, self.relu3 = nn.BatchNorm2d(mid, dtype=dtype), nn.ReLU(inplace=True)
         self.conv3 = nn.Conv2d(mid, out_ch, 1, bias=False, rng=rng, dtype=dtype)
-        self.shortcut = (nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False, rng=rng, dtype=dtype)
-                         if (in_ch != out_ch or stride != 1) else None)
+        self.shortcut = (
+            nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False, rng=rng, dtype=dtype)
+            if (in_ch != out_ch or stride != 1)
+            else None
+        )
 
     def forward(self, x):
         a = self.relu1(self.bn1(x))
@@ -54,4 +62,6 @@ class ResidualUnit(nn.Module):
 
 def stack(n: int, channels: int, *, rng=None, dtype="float32") -> nn.Sequential:
     """n residual units that keep the shape (an empty Sequential for n = 0)."""
-    return nn.Sequential(*[ResidualUnit(channels, channels, rng=rng, dtype=dtype) for _ in range(n)])
+    return nn.Sequential(
+        *[ResidualUnit(channels, channels, rng=rng, dtype=dtype) for _ in range(n)]
+    )

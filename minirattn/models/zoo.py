@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from ..checks import check_choice
 from .networks import NetworkSpec, ResidualAttentionNetwork
 
 
@@ -14,8 +15,17 @@ def _cifar(m, p=1, t=2, r=1):
 
 
 def _imagenet(modules):
-    return NetworkSpec(modules=modules, widths=(256, 512, 1024), pools=(3, 2, 1), stem="imagenet",
-                       stem_width=64, final_width=2048, final_units=3, final_stride=2, input_size=224)
+    return NetworkSpec(
+        modules=modules,
+        widths=(256, 512, 1024),
+        pools=(3, 2, 1),
+        stem="imagenet",
+        stem_width=64,
+        final_width=2048,
+        final_units=3,
+        final_stride=2,
+        input_size=224,
+    )
 
 
 #: name -> (spec, description, parameters the paper reports (None where it gives none))
@@ -35,19 +45,30 @@ REGISTRY = {
 }
 
 
-def build(name: str, num_classes: int = 10, attention: str = "mixed", learning: str = "arl",
-          mask: str = "soft", *, seed: int = 0, dtype="float32", **spec_overrides) -> ResidualAttentionNetwork:
+def build(
+    name: str,
+    num_classes: int = 10,
+    attention: str = "mixed",
+    learning: str = "arl",
+    mask: str = "soft",
+    *,
+    seed: int = 0,
+    dtype="float32",
+    **spec_overrides,
+) -> ResidualAttentionNetwork:
     """Build a registered network; ``spec_overrides`` replace fields of its NetworkSpec
     (e.g. ``widths=(16, 32, 64), stem_width=8, final_width=64`` for a narrow one)."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown network {name!r}: expected one of {sorted(REGISTRY)}")
+    check_choice("network", name, sorted(REGISTRY))
     spec = REGISTRY[name][0]
     if spec_overrides:
         unknown = set(spec_overrides) - set(NetworkSpec.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown spec fields {sorted(unknown)}: expected some of {sorted(NetworkSpec.__dataclass_fields__)}")
+            raise ValueError(f"unknown spec fields {sorted(unknown)}: expected some of "
+                             f"{sorted(NetworkSpec.__dataclass_fields__)}")
         spec = spec.replace(**spec_overrides)
-    return ResidualAttentionNetwork(spec, num_classes, attention, learning, mask, seed=seed, dtype=dtype, name=name)
+    return ResidualAttentionNetwork(
+        spec, num_classes, attention, learning, mask, seed=seed, dtype=dtype, name=name
+    )
 
 
 def list_models():

@@ -49,7 +49,8 @@ class Conv2d(Module):
         return dx
 
     def extra_repr(self):
-        return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, stride={self.stride}, "
+        return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, "
                 f"padding={self.padding}, bias={'bias' in self.params}")
 
 
@@ -62,7 +63,9 @@ class Linear(Module):
         check_positive_int("out_features", out_features)
         rng = backend.default_rng(rng)
         bound = 1.0 / math.sqrt(in_features)
-        self.params["weight"] = rng.uniform(-bound, bound, (out_features, in_features)).astype(dtype)
+        self.params["weight"] = rng.uniform(-bound, bound, (out_features, in_features)).astype(
+            dtype
+        )
         if bias:
             self.params["bias"] = backend.numpy.zeros(out_features, dtype=dtype)
         self.in_features, self.out_features = in_features, out_features
@@ -103,8 +106,14 @@ class BatchNorm2d(Module):
 
     def forward(self, x):
         stats = self.buffers["running_mean"], self.buffers["running_var"]
-        y, self._cache = F.batchnorm2d_forward(x, self.params["weight"], self.params["bias"], *stats,
-                                               training=self.training, eps=self.eps)
+        y, self._cache = F.batchnorm2d_forward(
+            x,
+            self.params["weight"],
+            self.params["bias"],
+            *stats,
+            training=self.training,
+            eps=self.eps,
+        )
         if self.training:
             self.buffers["running_mean"], self.buffers["running_var"] = \
                 F.batchnorm2d_running_stats(self._cache, *stats, momentum=self.momentum)
@@ -200,7 +209,9 @@ class MaskActivation(_Op):
 
     def __init__(self, attention="mixed"):
         super().__init__()
-        check_choice("attention", attention, F.ATTENTION_TYPES)     # fail at construction, not at first call
+        check_choice(
+            "attention", attention, F.ATTENTION_TYPES
+        )  # fail at construction, not at first call
         self.attention = attention
 
     def _hyper(self):

@@ -122,8 +122,11 @@ class Module:
         missing = [k for k in own if k not in incoming]
         unexpected = [k for k in incoming if k not in own]
         if strict and (missing or unexpected):
-            raise KeyError(f"load_state_dict: missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
-                           f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}")
+            raise KeyError(
+                f"load_state_dict: missing keys "
+                f"{missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
+            )
         for prefix, m in self.named_modules():
             for store in (m.params, m.buffers):
                 for k in store:
@@ -141,7 +144,8 @@ class Module:
         return self
 
     def to(self, backend_name: str | None = None, *, dtype=None):
-        """Move every parameter, gradient and buffer to ``backend_name`` and/or cast to ``dtype``."""
+        """Move every parameter, gradient and buffer to ``backend_name`` and/or cast them to
+        ``dtype``."""
         if backend_name is not None:
             backend.get(backend_name)  # clear error if unavailable
         for m in self.modules():

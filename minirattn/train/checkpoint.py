@@ -26,7 +26,8 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path: str, arrays: dict, meta: dict) -> str:
-    """Atomically write ``arrays`` (name -> array, any backend) and JSON-able ``meta`` to ``path``."""
+    """Atomically write ``arrays`` (name -> array, any backend) and JSON-able ``meta`` to
+    ``path``."""
     np = backend.numpy
     buf = io.BytesIO()
     host = {k: backend.to_numpy(v) for k, v in arrays.items()}
@@ -71,7 +72,8 @@ def load_checkpoint(path: str):
         raise CheckpointError(f"{path} is not a minirattn checkpoint (bad header) or is truncated")
     digest, payload = raw[8:72].decode(errors="replace"), raw[72:]
     if hashlib.sha256(payload).hexdigest() != digest:
-        raise CheckpointError(f"{path} is corrupt: its SHA-256 does not match the one recorded when it was written")
+        raise CheckpointError(f"{path} is corrupt: its SHA-256 does not match the one recorded "
+                              f"when it was written")
     with np.load(io.BytesIO(payload), allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     meta = json.loads(arrays.pop("__meta__").tobytes().decode())

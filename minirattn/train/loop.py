@@ -23,8 +23,14 @@ from .. import backend as B
 from .. import functional as F
 from ..data import BatchStream, eval_batches, load_dataset, normalize, pixel_mean
 from ..models import build
-from .checkpoint import (checkpoint_name, latest_valid_checkpoint, list_checkpoints, load_checkpoint,
-                         prune_checkpoints, save_checkpoint)
+from .checkpoint import (
+    checkpoint_name,
+    latest_valid_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .noise import add_label_noise
 from .optim import SGD, StepSchedule
@@ -52,7 +58,8 @@ class TrainResult:
         ckpt = f", checkpoint {self.checkpoint_path}" if self.checkpoint_path else ""
         return (f"{self.config['arch']} on {self.config['dataset']}: {last.get('iteration', 0)} "
                 f"iterations, train loss {last.get('loss', float('nan')):.3f}, test accuracy "
-                f"{100 * self.final_test_accuracy:.2f}% (error {100 * self.final_test_error:.2f}%), "
+                f"{100 * self.final_test_accuracy:.2f}% (error "
+                f"{100 * self.final_test_error:.2f}%), "
                 f"{last.get('elapsed_s', 0):.0f} s{ckpt}")
 
 
@@ -82,7 +89,9 @@ def prepare_data(config: TrainConfig, echo=print) -> TrainData:
         raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
                          f"({len(y_train)} images)")
     if config.label_noise > 0:
-        y_train, flipped = add_label_noise(y_train, config.label_noise, data.num_classes, config.seed)
+        y_train, flipped = add_label_noise(
+            y_train, config.label_noise, data.num_classes, config.seed
+        )
     mean = pixel_mean(data.x_train)
     stream = BatchStream(data.x_train, y_train, mean, config.batch_size, seed=config.seed,
                          augment_data=config.augment)
@@ -121,8 +130,10 @@ def resume_point(config: TrainConfig, echo=print):
         return None
     if not config.resume:
         if list_checkpoints(folder):
-            raise ValueError(f"{folder} already holds checkpoints of an earlier run; pass resume=True "
-                             f"(--resume) to continue it, or choose another checkpoint_dir: nothing "
+            raise ValueError(f"{folder} already holds checkpoints of an earlier run; pass "
+                             f"resume=True "
+                             f"(--resume) to continue it, or choose another checkpoint_dir: "
+                             f"nothing "
                              f"is overwritten")
         return None
     found = latest_valid_checkpoint(folder, warn=echo) if os.path.isdir(folder) else None
@@ -300,7 +311,9 @@ def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
             bar.close()
     if test_acc is None:   # resumed at the end: nothing left to train
         test_acc, _ = evaluate(model, data.x_test, data.y_test, data.mean)
-    metrics_path = os.path.join(config.checkpoint_dir, "metrics.json") if config.checkpoint_dir else None
+    metrics_path = (
+        os.path.join(config.checkpoint_dir, "metrics.json") if config.checkpoint_dir else None
+    )
     return TrainResult(history, test_acc, last_ckpt, metrics_path, record, model)
 
 
@@ -354,7 +367,9 @@ def load_test_split(meta: dict, data_dir: str | None = None, n_test=None):
     return data
 
 
-def evaluate_checkpoint(path: str, data_dir: str | None = None, backend: str = "numpy", n_test=None):
+def evaluate_checkpoint(
+    path: str, data_dir: str | None = None, backend: str = "numpy", n_test=None
+):
     """Test accuracy of a saved model on its data set's test split."""
     model, mean, meta = load_trained(path, backend)
     data = load_test_split(meta, data_dir, n_test)

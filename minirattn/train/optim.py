@@ -34,7 +34,9 @@ class SGD:
         check_number("weight_decay", weight_decay, 0.0)
         self.model, self.lr, self.momentum = model, lr, momentum
         self.weight_decay, self.nesterov = weight_decay, nesterov
-        self.velocity = {name: backend.xp_of(p).zeros_like(p) for name, p, _ in model.named_parameters()}
+        self.velocity = {
+            name: backend.xp_of(p).zeros_like(p) for name, p, _ in model.named_parameters()
+        }
         self.decay = {name: decays(name) and p.ndim > 1 for name, p, _ in model.named_parameters()}
 
     def step(self, lr=None):
@@ -59,8 +61,14 @@ class SGD:
             key = f"velocity.{k}"
             if key not in state:
                 raise KeyError(f"optimizer state lacks {key}")
-            v = backend.to_device(backend.numpy.asarray(state[key]) if not backend.is_array(state[key])
-                                  else state[key], backend.name_of(self.velocity[k]))
+            v = backend.to_device(
+                (
+                    backend.numpy.asarray(state[key])
+                    if not backend.is_array(state[key])
+                    else state[key]
+                ),
+                backend.name_of(self.velocity[k]),
+            )
             self.velocity[k][...] = v.astype(self.velocity[k].dtype)
 
 
