@@ -39,20 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     from .models import MASKS, REGISTRY
     p = argparse.ArgumentParser(
         prog="minirattn",
-        description="Residual Attention Networks in " "NumPy/CuPy.",
+        description="Residual Attention Networks in NumPy/CuPy.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a network (defaults: the small demo on the embedded "
-                                     "data)")
+    t = sub.add_parser("train",
+                       help="train a network (defaults: the small demo on the embedded data)")
     t.add_argument("--arch", default=DEMO["arch"], choices=sorted(REGISTRY))
     t.add_argument("--dataset", default=DEMO["dataset"], choices=DATASETS)
-    t.add_argument("--data-dir", default=None, help="folder holding the data set (CIFAR: archive "
-                                                    "or extracted folder)")
-    t.add_argument("--download", action="store_true", help="download CIFAR if it is not in "
-                                                           "--data-dir")
+    t.add_argument("--data-dir", default=None,
+                   help="folder holding the data set (CIFAR: archive or extracted folder)")
+    t.add_argument("--download", action="store_true",
+                   help="download CIFAR if it is not in --data-dir")
     t.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     t.add_argument("--iterations", type=int, default=DEMO["iterations"])
     t.add_argument("--batch-size", type=int, default=DEMO["batch_size"])
@@ -64,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mask", default="soft", choices=MASKS)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint-dir", default=None,
-                   help="default: runs/<dataset>-<arch>, or -2, -3, ... if that holds an earlier "
-                        "run")
+                   help="default: runs/<dataset>-<arch>, or -2, -3, ... if that holds an "
+                        "earlier run")
     t.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
     t.add_argument("--eval-every", type=int, default=DEMO["eval_every"])
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data-dir", default=None)
     e.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 
-    m = sub.add_parser("masks", help="draw every attention module's mask over test images (paper "
-                                     "Fig. 1)")
+    m = sub.add_parser("masks",
+                       help="draw every attention module's mask over test images (paper Fig. 1)")
     m.add_argument("--checkpoint", required=True)
     m.add_argument("--out", default="masks.png")
     m.add_argument("--n", type=int, default=6, help="how many test images")

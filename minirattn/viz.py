@@ -69,8 +69,7 @@ def mask_region_gap(model, x, region):
         H, W = region.shape[1:]
         if H % h or W % w:
             raise ValueError(f"mask_region_gap: the input size {H}x{W} is not a multiple of "
-                             f"{name}'s "
-                             f"mask size {h}x{w}")
+                             f"{name}'s mask size {h}x{w}")
         inside_w = region.reshape(N, h, H // h, w, W // w).mean(axis=(2, 4))[
             :, None
         ]  # (N, 1, h, w)

@@ -24,8 +24,7 @@ class Dataset:
 
     def __repr__(self):
         return (f"Dataset({self.name!r}, train={tuple(self.x_train.shape)}, "
-                f"test={tuple(self.x_test.shape)}, "
-                f"classes={self.num_classes})")
+                f"test={tuple(self.x_test.shape)}, classes={self.num_classes})")
 
 
 class DataError(ValueError):

@@ -48,8 +48,7 @@ def _unpickle(raw: bytes, what: str):
         return pickle.loads(raw, encoding="bytes")
     except Exception as exc:
         raise DataError(f"{what} is not a readable CIFAR pickle ({exc}); the files are damaged: "
-                        f"delete them "
-                        f"and download again") from exc
+                        f"delete them and download again") from exc
 
 
 def _stack(batches, src, what):
@@ -88,8 +87,7 @@ def load_cifar(name: str = "cifar10", data_dir: str | None = None, download: boo
             path = os.path.join(folder, n)
             if not os.path.exists(path):
                 raise DataError(f"{folder} lacks {n}: the extracted {name} folder is incomplete; "
-                                f"delete it "
-                                f"and extract or download the archive again")
+                                f"delete it and extract or download the archive again")
             with open(path, "rb") as f:
                 return f.read()
         parts = _read(open_member, src, folder)
@@ -105,8 +103,7 @@ def load_cifar(name: str = "cifar10", data_dir: str | None = None, download: boo
             got = md5_of(tarball)
             if got != md5:
                 raise DataError(f"{tarball} is corrupt or truncated (MD5 {got}, expected {md5}); "
-                                f"delete it "
-                                f"and download again (download=True)")
+                                f"delete it and download again (download=True)")
         with tarfile.open(tarball, "r:gz") as tar:
             def open_member(n):
                 try:

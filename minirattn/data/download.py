@@ -66,8 +66,7 @@ def download(url: str, dest: str, md5: str, progress: bool = False, timeout: flo
     if got != md5:
         os.remove(part)
         raise DataError(f"downloaded {url} but its MD5 is {got}, expected {md5}: the file was "
-                        f"corrupt "
-                        f"or truncated and has been deleted; try again")
+                        f"corrupt or truncated and has been deleted; try again")
     os.replace(part, dest)
     return dest
 

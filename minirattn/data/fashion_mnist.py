@@ -36,8 +36,7 @@ def read_idx(path: str):
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
         raise DataError(f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but {data.size} "
-                        f"follow; "
-                        f"the file is truncated")
+                        f"follow; the file is truncated")
     return data.reshape(dims)
 
 
@@ -49,9 +48,8 @@ def find_fashion_mnist(data_dir: str | None = None) -> str:
             return d
     where = " or ".join(c for c in candidates if c)
     raise DataError(f"Fashion-MNIST not found in {where}: expected {', '.join(FILES)}; install "
-                    f"Debian's "
-                    f"dataset-fashion-mnist package (apt-get install dataset-fashion-mnist) or "
-                    f"pass data_dir")
+                    f"Debian's dataset-fashion-mnist package (apt-get install "
+                    f"dataset-fashion-mnist) or pass data_dir")
 
 
 def load_fashion_mnist(data_dir: str | None = None, pad_to: int = 32) -> Dataset:

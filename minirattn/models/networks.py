@@ -80,8 +80,7 @@ def validate_spec(spec: NetworkSpec) -> None:
         if m and size % (2 ** k):
             raise ValueError(
                 f"input size {spec.input_size} gives stage {i + 1} a {size}x{size} map, which its "
-                f"soft mask "
-                f"branch cannot halve {k} times exactly (needs a multiple of {2 ** k})")
+                f"soft mask branch cannot halve {k} times exactly (needs a multiple of {2 ** k})")
     if spec.final_stride == 2 and size % 2:
         raise ValueError(f"the final stride 2 halves an odd size {size}")
 
@@ -144,12 +143,10 @@ class ResidualAttentionNetwork(nn.Module):
         s = self.spec
         if not backend.is_array(x) or x.ndim != 4:
             raise ValueError(f"{self.name}: expected an (N, {s.in_channels}, {s.input_size}, "
-                             f"{s.input_size}) "
-                             f"array, got {getattr(x, 'shape', type(x).__name__)}")
+                             f"{s.input_size}) array, got {getattr(x, 'shape', type(x).__name__)}")
         if tuple(x.shape[1:]) != (s.in_channels, s.input_size, s.input_size):
             raise ValueError(f"{self.name}: expected input of shape (N, {s.in_channels}, "
-                             f"{s.input_size}, "
-                             f"{s.input_size}), got {tuple(x.shape)}")
+                             f"{s.input_size}, {s.input_size}), got {tuple(x.shape)}")
 
     def forward(self, x):
         self._check_input(x)

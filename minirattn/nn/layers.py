@@ -50,8 +50,7 @@ class Conv2d(Module):
 
     def extra_repr(self):
         return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, "
-                f"padding={self.padding}, bias={'bias' in self.params}")
+                f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
 
 
 class Linear(Module):

@@ -123,8 +123,7 @@ class Module:
         unexpected = [k for k in incoming if k not in own]
         if strict and (missing or unexpected):
             raise KeyError(
-                f"load_state_dict: missing keys "
-                f"{missing[:8]}{'...' if len(missing) > 8 else ''}, "
+                f"load_state_dict: missing keys {missing[:8]}{'...' if len(missing) > 8 else ''}, "
                 f"unexpected keys {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
             )
         for prefix, m in self.named_modules():

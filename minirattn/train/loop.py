@@ -131,10 +131,8 @@ def resume_point(config: TrainConfig, echo=print):
     if not config.resume:
         if list_checkpoints(folder):
             raise ValueError(f"{folder} already holds checkpoints of an earlier run; pass "
-                             f"resume=True "
-                             f"(--resume) to continue it, or choose another checkpoint_dir: "
-                             f"nothing "
-                             f"is overwritten")
+                             f"resume=True (--resume) to continue it, or choose another "
+                             f"checkpoint_dir: nothing is overwritten")
         return None
     found = latest_valid_checkpoint(folder, warn=echo) if os.path.isdir(folder) else None
     if found is None:
