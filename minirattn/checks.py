@@ -13,13 +13,14 @@ from . import backend
 
 
 def check_array(name: str, a, ndim=None, floating: bool = True, finite: bool = False):
-    """``a`` is a NumPy/CuPy array, ``ndim``-D when given, floating-point when asked."""
+    """``a`` is a NumPy/CuPy array, ``ndim``-D when given, float32 or float64 when ``floating``
+    (float16 is refused: the ops' round-off and the gradient checks assume at least float32)."""
     if not backend.is_array(a):
         raise TypeError(f"{name}: expected a numpy or cupy array, got {type(a).__name__}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-D array, got {a.ndim}-D with shape "
                          f"{tuple(a.shape)}")
-    if floating and not backend.is_floating(a):
+    if floating and str(a.dtype) not in ("float32", "float64"):
         raise TypeError(f"{name}: expected a floating-point array (float32/float64), got dtype "
                         f"{a.dtype}")
     if finite:

@@ -1,36 +1,28 @@
 """The `minirattn` command (also `python -m minirattn`).
 
-minirattn train                 # a small Residual Attention Network on the embedded `shapes` set
-minirattn train --dataset cifar10 --arch attention92 --download --iterations 160000
-minirattn evaluate --checkpoint runs/shapes-attention56_small/ckpt-00001500.rattn
-minirattn masks --checkpoint runs/shapes-attention56_small/ckpt-00000800.rattn --out masks.png
-minirattn plot --metrics runs/shapes-attention56_small/metrics.json --out curves.png
-minirattn models                # the registry with parameter counts
-minirattn check                 # prove every op's backward on this machine
-"""
+    minirattn train                 # a small Residual Attention Network on the embedded shapes
+    minirattn train --dataset cifar10 --arch attention92 --download --iterations 160000
+    minirattn train --resume --lr 0.01      # continue the newest run, at a lower learning rate
+    minirattn evaluate --checkpoint runs/shapes-attention56_small/ckpt-00000800.rattn
+    minirattn masks --checkpoint runs/shapes-attention56_small/ckpt-00000800.rattn --out masks.png
+    minirattn plot --metrics runs/shapes-attention56_small/metrics.json --out curves.png
+    minirattn models                # the registry with parameter counts
+    minirattn check                 # prove every op's backward on this machine
 
+A mistake (a bad option, a missing or damaged file, a folder that cannot be written) ends with one
+line naming what was wrong and exit status 2; a run whose loss blows up, with status 3. --debug (or
+MINIRATTN_DEBUG=1) shows the Python traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 #: What `minirattn train` with no arguments runs: small, fast, on the embedded data set (whose
 #: sizes the data entry point decides: 10,000 training and 2,000 test images).
 DEMO = dict(arch="attention56_small", dataset="shapes", iterations=800, batch_size=32, lr=0.1,
             eval_every=200)
-
-
-def run_dir(base: str, resume: bool) -> str:
-    """Where a run without --checkpoint-dir goes: ``base``, or ``base-2``, ``base-3``, ... so that a
-    new
-    run never overwrites an earlier one; with --resume, the newest of them that exists."""
-    import os
-    from .train import list_checkpoints
-    candidates = [base] + [f"{base}-{i}" for i in range(2, 1000)]
-    if resume:
-        existing = [c for c in candidates if os.path.isdir(c)]
-        return existing[-1] if existing else base
-    return next(c for c in candidates if not list_checkpoints(c))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also MINIRATTN_DEBUG=1)")
+    p.add_argument("--debug", action="store_true", dest="debug_first", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train",
+    def command(name, **kw):
+        return sub.add_parser(name, parents=[common], **kw)
+
+    t = command("train",
                        help="train a network (defaults: the small demo on the embedded data)")
     t.add_argument("--arch", default=DEMO["arch"], choices=sorted(REGISTRY))
     t.add_argument("--dataset", default=DEMO["dataset"], choices=DATASETS)
@@ -66,37 +65,69 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-dir", default=None,
                    help="default: runs/<dataset>-<arch>, or -2, -3, ... if that holds an "
                         "earlier run")
-    t.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint")
+    t.add_argument("--resume", nargs="?", const="yes", choices=["yes", "auto"],
+                   help="continue the newest good checkpoint (nothing to continue is an error; "
+                        "'--resume auto' starts a new run then); lr may change, the run's other "
+                        "settings may not")
     t.add_argument("--eval-every", type=int, default=DEMO["eval_every"])
     t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
     t.add_argument("--n-test", type=int, default=None, help="use the first N test images")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--no-progress", action="store_true")
 
-    e = sub.add_parser("evaluate", help="test accuracy of a saved checkpoint")
+    e = command("evaluate", help="test accuracy of a saved checkpoint")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--data-dir", default=None)
     e.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
 
-    m = sub.add_parser("masks",
+    m = command("masks",
                        help="draw every attention module's mask over test images (paper Fig. 1)")
     m.add_argument("--checkpoint", required=True)
     m.add_argument("--out", default="masks.png")
     m.add_argument("--n", type=int, default=6, help="how many test images")
     m.add_argument("--data-dir", default=None)
 
-    pl = sub.add_parser("plot", help="draw the training curves from a metrics.json")
+    pl = command("plot", help="draw the training curves from a metrics.json")
     pl.add_argument("--metrics", required=True)
     pl.add_argument("--out", default="curves.png")
 
-    sub.add_parser("models", help="list the networks with their parameter counts")
-    c = sub.add_parser("check", help="prove every op's backward against finite differences, here")
+    command("models", help="list the networks with their parameter counts")
+    c = command("check", help="prove every op's backward against finite differences, here")
     c.add_argument("--seed", type=int, default=0)
     return p
 
 
 def main(argv=None) -> int:
+    """Run one command; returns the exit status (0 done, 1 gradients wrong or an unexpected error,
+    2 a mistake in the input, 3 training diverged)."""
     args = build_parser().parse_args(argv)
+    debug = args.debug or args.debug_first or os.environ.get("MINIRATTN_DEBUG") == "1"
+    from .backend import BackendError
+    from .train import TrainingDiverged
+    try:
+        return _run(args)
+    except TrainingDiverged as exc:
+        if debug:
+            raise
+        print(f"minirattn: {exc}", file=sys.stderr)
+        return 3
+    except (ValueError, TypeError, OSError, BackendError) as exc:
+        if debug:
+            raise
+        print(f"minirattn: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minirattn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        print(f"minirattn: unexpected {type(exc).__name__}: {exc} (run again with --debug for the "
+              f"traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def _run(args) -> int:
     if args.command == "check":
         from .selfcheck import run_selfcheck
         return 0 if run_selfcheck(args.seed) else 1
@@ -126,39 +157,17 @@ def main(argv=None) -> int:
               f"{100 * r['accuracy']:.2f}% (error {100 * r['error']:.2f}%) on {r['n_test']} "
               f"images, loss {r['loss']:.4f}")
         return 0
-    from .train import TrainConfig, TrainingDiverged, train
-    ckpt = args.checkpoint_dir or run_dir(f"runs/{args.dataset}-{args.arch}", args.resume)
-    try:
-        config = TrainConfig(
-            arch=args.arch,
-            dataset=args.dataset,
-            data_dir=args.data_dir,
-            download=args.download,
-            backend=args.backend,
-            iterations=args.iterations,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            label_noise=args.label_noise,
-            attention=args.attention,
-            learning=args.learning,
-            mask=args.mask,
-            seed=args.seed,
-            checkpoint_dir=ckpt,
-            resume=args.resume,
-            eval_every=args.eval_every,
-            progress=not args.no_progress,
-            augment=not args.no_augment,
-            n_train=args.n_train,
-            n_test=args.n_test,
-        )
-        result = train(config)
-    except TrainingDiverged as exc:
-        print(f"minirattn: {exc}", file=sys.stderr)
-        return 3
-    except (ValueError, TypeError, OSError) as exc:
-        print(f"minirattn: {exc}", file=sys.stderr)
-        return 2
+    from .train import TrainConfig, train
+    config = TrainConfig(
+        arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
+        backend=args.backend, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, label_noise=args.label_noise, attention=args.attention,
+        learning=args.learning, mask=args.mask, seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir or "auto",
+        resume={None: False, "yes": True, "auto": "auto"}[args.resume],
+        eval_every=args.eval_every, progress=not args.no_progress, augment=not args.no_augment,
+        n_train=args.n_train, n_test=args.n_test)
+    result = train(config)
     print(result.summary())
     print(f"metrics: {result.metrics_path}")
     return 0

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import backend
+from .checks import check_number, check_positive_int
 
 __all__ = ["gradcheck", "GradcheckError", "GradcheckResult"]
 
@@ -82,6 +83,12 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     """
     from .nn.module import Module  # local: gradcheck sits beside nn, not under it
 
+    check_number("gradcheck eps", eps, 0.0)
+    check_number("gradcheck tol", tol, 0.0)
+    if eps == 0 or tol == 0:
+        raise ValueError(f"gradcheck: eps and tol must be > 0, got eps={eps}, tol={tol}")
+    check_positive_int("gradcheck n_directions", n_directions)
+    check_positive_int("gradcheck elementwise_limit", elementwise_limit, 0)
     is_module = isinstance(fn, Module)
     if not is_module and backward is None:
         raise TypeError("gradcheck: pass backward=... for a function, or a Module as fn")

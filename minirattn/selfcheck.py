@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import backend, functional as F
+from .checks import check_positive_int
 from .gradcheck import gradcheck
 
 
@@ -58,7 +59,7 @@ def _cases(rng):
 
 def run_selfcheck(seed: int = 0, echo=print) -> bool:
     """Gradient-check every op in float64; print one line each; True when all pass."""
-    rng = backend.default_rng(seed)
+    rng = backend.default_rng(check_positive_int("seed", seed, 0))
     ok = True
     for name, (fwd, inputs, bwd) in _cases(rng).items():
         res = gradcheck(fwd, inputs, bwd, raise_on_failure=False, seed=seed)

@@ -22,8 +22,14 @@ def _plt():
 
 
 def _save(fig, path):
-    fig.savefig(path, dpi=DPI)
-    _plt().close(fig)
+    """Write the figure; an output folder that does not exist or cannot be written is a clear
+    OSError naming ``path``."""
+    try:
+        fig.savefig(path, dpi=DPI)
+    except OSError as exc:
+        raise OSError(f"cannot write the picture {path}: {exc.strerror or exc}") from exc
+    finally:
+        _plt().close(fig)
     return path
 
 
@@ -129,13 +135,29 @@ def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predicti
     return _save(fig, path)
 
 
+def read_history(path):
+    """The history rows of a metrics.json, or a ValueError naming the file and what is wrong."""
+    try:
+        with open(path) as f:
+            history = json.load(f)["history"]
+    except FileNotFoundError:
+        raise ValueError(f"metrics file {path} does not exist") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"metrics file {path} cannot be read as a minirattn metrics.json "
+                         f"({type(exc).__name__}: {exc})") from exc
+    needed = ("iteration", "loss", "train_acc")
+    if not isinstance(history, list) or not history or \
+            not all(isinstance(h, dict) and all(k in h for k in needed) for h in history):
+        raise ValueError(f"metrics file {path} holds no history rows with {', '.join(needed)}")
+    return history
+
+
 def plot_training_curves(metrics, path):
     """Loss and train/test accuracy against iteration; ``metrics`` is a metrics.json path or a
     history list."""
     plt = _plt()
     if isinstance(metrics, str):
-        with open(metrics) as f:
-            metrics = json.load(f)["history"]
+        metrics = read_history(metrics)
     it = [h["iteration"] for h in metrics]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.4))
     a1.plot(it, [h["loss"] for h in metrics], label="train loss")

@@ -1,4 +1,5 @@
-"""Test configuration: hypothesis profiles, the `gpu` and `slow` markers, shared helpers.
+"""Test configuration: hypothesis profiles, the `gpu` and `slow` markers, a fresh working
+directory for every test.
 
 Profiles (choose with HYPOTHESIS_PROFILE): `ci` (the default; derandomized so CI is
 reproducible, no deadline, a fixed example budget) and `thorough` (many more examples,
@@ -14,6 +15,13 @@ settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True
 settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture(autouse=True)
+def _work_in_a_fresh_folder(tmp_path, monkeypatch):
+    """Every test runs in its own empty working directory: training writes its run folder
+    (runs/<dataset>-<arch>) there by default, never into the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 def _cupy_device():

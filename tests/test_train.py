@@ -149,9 +149,117 @@ def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(tmp_path):
 
 
 def test_resume_with_different_settings_is_refused(tmp_path):
-    train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
-    with pytest.raises(ValueError, match="different settings.*lr"):
-        train_cifar(iterations=4, eval_every=2, checkpoint_dir=str(tmp_path), resume=True, lr=0.5, **TINY)
+    train_cifar(iterations=4, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
+    with pytest.raises(ValueError, match="different settings.*seed"):
+        train_cifar(iterations=4, eval_every=2, checkpoint_dir=str(tmp_path), resume=True, seed=1, **TINY)
+    with pytest.raises(ValueError, match=r"iterations=8: the run was set up for 4.*milestones from "
+                                         r"\(2, 2\) to \(3, 5\)"):
+        train_cifar(iterations=8, eval_every=2, checkpoint_dir=str(tmp_path), resume=True, **TINY)
+
+
+def test_resume_with_nothing_to_resume(tmp_path):
+    with pytest.raises(ValueError, match="nothing to resume in .*empty.*resume='auto'"):
+        train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path / "empty"), resume=True, **TINY)
+    said = []
+    r = train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path / "empty"), resume="auto",
+                    echo=said.append, **TINY)
+    assert any("nothing to resume" in s and "starting a new run" in s for s in said)
+    assert r.checkpoint_path.endswith("ckpt-00000002.rattn")
+
+
+def test_work_is_kept_by_default_in_a_new_run_folder(tmp_path):
+    """train_cifar writes to runs/<dataset>-<arch> (of the working directory), a new run never
+    overwrites an earlier one, and checkpoint_dir=None keeps nothing."""
+    a = train_cifar(iterations=2, eval_every=2, **TINY)
+    b = train_cifar(iterations=2, eval_every=2, **TINY)
+    assert a.checkpoint_path == os.path.join("runs", "shapes-attention56", "ckpt-00000002.rattn")
+    assert b.checkpoint_path == os.path.join("runs", "shapes-attention56-2", "ckpt-00000002.rattn")
+    assert os.path.exists(a.metrics_path) and os.path.exists(b.metrics_path)
+    c = train_cifar(iterations=2, eval_every=2, checkpoint_dir=None, **TINY)
+    assert c.checkpoint_path is None and c.metrics_path is None
+    assert sorted(os.listdir("runs")) == ["shapes-attention56", "shapes-attention56-2"]
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")   # inf weights, meant
+def test_a_blow_up_keeps_a_good_checkpoint_and_a_lower_lr_resumes_it(tmp_path):
+    """The weights turn non-finite in the last step before an evaluation (that window's mean loss
+    is still finite): no checkpoint is written from that state, the message names the previous
+    one, that one evaluates to a finite loss, and resuming it with a lower lr trains on, the
+    change recorded in the checkpoints and metrics.json."""
+    from minirattn.train import TrainConfig, train, train_step
+    calls = {"n": 0}
+
+    def blows_up_at_4(model, optimizer, x, y, lr):
+        out = train_step(model, optimizer, x, y, lr)
+        calls["n"] += 1
+        if calls["n"] == 4:
+            model.parameters()[0][...] = np.inf              # what a far too large step does
+        return out
+    config = TrainConfig(iterations=6, eval_every=2, log_every=2, checkpoint_dir=str(tmp_path), **TINY)
+    with pytest.raises(TrainingDiverged, match=r"test loss became nan.*last good checkpoint is "
+                                               r".*ckpt-00000002.*lower lr"):
+        train(config, step=blows_up_at_4, echo=lambda *a: None)
+    assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == ["ckpt-00000002.rattn"]
+    assert np.isfinite(evaluate_checkpoint(str(tmp_path / "ckpt-00000002.rattn"))["loss"])
+    r = train(config.replace(resume=True, lr=0.01), echo=lambda *a: None)
+    assert r.history[-1]["iteration"] == 6 and np.isfinite(r.history[-1]["test_loss"])
+    assert r.config["resumes"] == [dict(iteration=2, checkpoint="ckpt-00000002.rattn",
+                                        changed={"lr": [0.1, 0.01]})]
+    with open(r.metrics_path) as f:
+        assert json.load(f)["config"]["resumes"] == r.config["resumes"]
+    assert r.history[-1]["lr"] == pytest.approx(0.0001)          # the new base lr, scheduled
+
+
+def test_checkpoint_folder_is_checked_before_training_and_stale_temporaries_go(tmp_path):
+    from minirattn.train import CheckpointWriteError
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointWriteError, match="is a file, not a folder"):
+        train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path / "file"), **TINY)
+    with pytest.raises(CheckpointWriteError, match="cannot write in checkpoint_dir .*file/run"):
+        train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path / "file" / "run"), **TINY)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".tmp-abc.ckpt").write_bytes(b"half a checkpoint")
+    (run / "metrics.json.tmp").write_text("{")
+    said = []
+    train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(run), echo=said.append, **TINY)
+    assert sorted(os.listdir(run)) == ["ckpt-00000002.rattn", "metrics.json"]
+    assert sum("left by an interrupted write" in s for s in said) == 2
+
+
+def _mount_tmpfs(path, size):
+    path.mkdir()
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {out.stderr.strip()}")
+
+
+def test_a_full_disk_names_the_file_and_the_checkpoint_that_survived(tmp_path):
+    """On a tmpfs with room for one checkpoint: the second write fails with a message naming the
+    file, the cause and the first checkpoint; nothing partial is left; the first checkpoint reads
+    back and resumes (elsewhere) to exactly the weights of an uninterrupted run."""
+    from minirattn.train import CheckpointWriteError
+    whole = train_cifar(iterations=4, eval_every=1, checkpoint_dir=str(tmp_path / "whole"), **TINY)
+    size = os.path.getsize(whole.checkpoint_path)
+    disk = tmp_path / "disk"
+    _mount_tmpfs(disk, (size + 8192 + size // 2) // 4096 * 4096)
+    try:
+        said = []
+        with pytest.raises(CheckpointWriteError, match=r"could not write .*disk.*No space left on device.*"
+                                                      r"last good checkpoint is .*ckpt-00000001"):
+            train_cifar(iterations=4, eval_every=1, checkpoint_dir=str(disk), echo=said.append, **TINY)
+        assert any(s.startswith("warning:") and "MiB free" in s for s in said), said
+        left = sorted(os.listdir(disk))
+        assert left in (["ckpt-00000001.rattn", "metrics.json"], ["ckpt-00000001.rattn"]), left
+        load_checkpoint(str(disk / "ckpt-00000001.rattn"))
+        shutil.copytree(disk, tmp_path / "moved")
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+    resumed = train_cifar(iterations=4, eval_every=1, checkpoint_dir=str(tmp_path / "moved"), resume=True,
+                          echo=lambda *a: None, **TINY)
+    for k, v in whole.model.state_dict().items():
+        np.testing.assert_array_equal(v, resumed.model.state_dict()[k], err_msg=k)
 
 
 def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
@@ -180,7 +288,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
     (dict(label_noise=-0.1), ValueError, r"label_noise: expected a number in \[0, 1\)"),
     (dict(iterations=0), ValueError, "iterations: expected an int >= 1"),
     (dict(backend="cupy"), minirattn.backend.BackendError, "cupy"),
-    (dict(resume=True), ValueError, "resume=True needs checkpoint_dir"),
+    (dict(resume=True, checkpoint_dir=None), ValueError, "resume=True needs checkpoint_dir"),
 ])
 def test_bad_arguments_fail_before_training(kwargs, exc, words):
     if kwargs.get("backend") == "cupy":
@@ -223,7 +331,9 @@ def test_config_is_validated_at_construction_and_round_trips_through_a_checkpoin
     assert meta["config"] == metrics["config"] == r.config
     again = TrainConfig.from_dict(meta["config"], checkpoint_dir=str(tmp_path))
     assert again.to_dict() == config.to_dict() and again.differences(meta["config"]) == {}
-    assert config.replace(lr=0.5).differences(meta["config"]) == {"lr": (0.1, 0.5)}
+    assert config.replace(seed=3).differences(meta["config"]) == {"seed": (0, 3)}
+    assert config.replace(lr=0.5).differences(meta["config"]) == {}                 # lr may change
+    assert config.replace(lr=0.5).differences(meta["config"], identity=False) == {"lr": (0.1, 0.5)}
     assert "data_dir" not in meta["config"] and meta["config"]["model"]["spec"]["input_size"] == 32
 
 

@@ -28,6 +28,7 @@ SOURCES = {
         meta="batches.meta",
         label_key=b"labels",
         names_key=b"label_names",
+        classes=10,
     ),
     "cifar100": dict(
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
@@ -39,6 +40,7 @@ SOURCES = {
         meta="meta",
         label_key=b"fine_labels",
         names_key=b"fine_label_names",
+        classes=100,
     ),
 }
 
@@ -51,25 +53,50 @@ def _unpickle(raw: bytes, what: str):
                         f"delete them and download again") from exc
 
 
-def _stack(batches, src, what):
+def _batch_arrays(b, src, what, n_classes):
+    """(images (n, 3, 32, 32) uint8, labels (n,) int64) of one official batch, or a DataError
+    naming the member and what it holds instead of the official layout."""
     np = backend.numpy
-    xs, ys = [], []
-    for b in batches:
-        if b"data" not in b or src["label_key"] not in b:
-            raise DataError(f"{what}: a batch lacks b'data' or {src['label_key']!r}; not an "
-                            f"official CIFAR file")
-        xs.append(np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(b[src["label_key"]], dtype=np.int64))
-    return np.concatenate(xs), np.concatenate(ys)
+    if not isinstance(b, dict) or b"data" not in b or src["label_key"] not in b:
+        raise DataError(f"{what}: expected a dict with b'data' and {src['label_key']!r} (an "
+                        f"official CIFAR batch), got {type(b).__name__}")
+    data, labels = b[b"data"], b[src["label_key"]]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+            or data.shape[1] != 3072:
+        desc = (f"dtype {data.dtype}, shape {data.shape}" if isinstance(data, np.ndarray)
+                else type(data).__name__)
+        raise DataError(f"{what}: expected b'data' as a uint8 array of shape (n, 3072), got {desc}")
+    try:
+        labels = np.asarray(labels)
+    except Exception as exc:                    # ragged or otherwise not a list of numbers
+        raise DataError(f"{what}: its labels are not a list of integers ({exc})") from exc
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise DataError(f"{what}: expected the labels as a list of integers, got dtype "
+                        f"{labels.dtype}, shape {labels.shape}")
+    if len(labels) != len(data):
+        raise DataError(f"{what}: {len(data)} images but {len(labels)} labels")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"{what}: labels must lie in [0, {n_classes}), got range "
+                        f"[{labels.min()}, {labels.max()}]")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _stack(batches, src, where, names, n_classes):
+    np = backend.numpy
+    parts = [_batch_arrays(b, src, f"{where}/{n}", n_classes) for n, b in zip(names, batches)]
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
 
 
 def _read(open_member, src, where):
     train = [_unpickle(open_member(n), f"{where}/{n}") for n in src["train"]]
     test = [_unpickle(open_member(n), f"{where}/{n}") for n in src["test"]]
     meta = _unpickle(open_member(src["meta"]), f"{where}/{src['meta']}")
+    if not isinstance(meta, dict):
+        raise DataError(f"{where}/{src['meta']}: expected a dict of class names, got "
+                        f"{type(meta).__name__}")
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(src["names_key"], [])]
-    x_train, y_train = _stack(train, src, where)
-    x_test, y_test = _stack(test, src, where)
+    x_train, y_train = _stack(train, src, where, src["train"], src["classes"])
+    x_test, y_test = _stack(test, src, where, src["test"], src["classes"])
     return x_train, y_train, x_test, y_test, names
 
 
@@ -114,7 +141,7 @@ def load_cifar(name: str = "cifar10", data_dir: str | None = None, download: boo
                     ) from exc
             parts = _read(open_member, src, tarball)
     x_train, y_train, x_test, y_test, names = parts
-    n_classes = 10 if name == "cifar10" else 100
+    n_classes = src["classes"]
     names = names if len(names) == n_classes else [str(i) for i in range(n_classes)]
     return Dataset(name, x_train, y_train, x_test, y_test, names)
 

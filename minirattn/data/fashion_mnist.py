@@ -32,11 +32,15 @@ def read_idx(path: str):
         raise DataError(f"{path}: expected an unsigned-byte IDX file (magic 0x000008..), got "
                         f"{raw[:4]!r}")
     ndim = raw[3]
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: the IDX header announces {ndim} dimensions but the file ends "
+                        f"after {len(raw)} bytes, inside the header")
     dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(dims)):
+        how = "truncated" if data.size < int(np.prod(dims)) else "longer than its header says"
         raise DataError(f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but {data.size} "
-                        f"follow; the file is truncated")
+                        f"follow; the file is {how}")
     return data.reshape(dims)
 
 
@@ -56,6 +60,15 @@ def load_fashion_mnist(data_dir: str | None = None, pad_to: int = 32) -> Dataset
     np = backend.numpy
     d = find_fashion_mnist(data_dir)
     xtr, ytr, xte, yte = (read_idx(os.path.join(d, f)) for f in FILES)
+    for name, a, ndim in zip(FILES, (xtr, ytr, xte, yte), (3, 1, 3, 1)):
+        if a.ndim != ndim:
+            raise DataError(f"{os.path.join(d, name)}: expected {ndim} dimensions "
+                            f"({'images, rows, columns' if ndim == 3 else 'labels'}), got shape "
+                            f"{a.shape}")
+    for name, y in ((FILES[1], ytr), (FILES[3], yte)):
+        if len(y) and y.max() >= len(CLASSES):
+            raise DataError(f"{os.path.join(d, name)}: labels must lie in [0, {len(CLASSES)}), got "
+                            f"a label {int(y.max())}")
     if len(xtr) != len(ytr) or len(xte) != len(yte):
         raise DataError(f"{d}: image and label counts differ ({len(xtr)}/{len(ytr)}, "
                         f"{len(xte)}/{len(yte)})")

@@ -25,6 +25,11 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, truncated or corrupt."""
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint, metrics file or checkpoint folder cannot be written; the message names the
+    path, the cause and what to do."""
+
+
 def save_checkpoint(path: str, arrays: dict, meta: dict) -> str:
     """Atomically write ``arrays`` (name -> array, any backend) and JSON-able ``meta`` to
     ``path``."""
@@ -66,17 +71,26 @@ def load_checkpoint(path: str):
     np = backend.numpy
     if not os.path.exists(path):
         raise CheckpointError(f"checkpoint {path} does not exist")
-    with open(path, "rb") as f:
-        raw = f.read()
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path} is a folder, not a checkpoint file")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
     if len(raw) < 72 or raw[:8] != MAGIC:
         raise CheckpointError(f"{path} is not a minirattn checkpoint (bad header) or is truncated")
     digest, payload = raw[8:72].decode(errors="replace"), raw[72:]
     if hashlib.sha256(payload).hexdigest() != digest:
         raise CheckpointError(f"{path} is corrupt: its SHA-256 does not match the one recorded "
                               f"when it was written")
-    with np.load(io.BytesIO(payload), allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except Exception as exc:      # a consistent hash over a payload that is not ours
+        raise CheckpointError(f"{path} is not a minirattn checkpoint: its payload cannot be read "
+                              f"({exc})") from exc
     return arrays, meta
 
 
@@ -101,6 +115,16 @@ def latest_valid_checkpoint(folder: str, warn=print):
         except CheckpointError as exc:
             warn(f"skipping damaged checkpoint: {exc}")
     return None
+
+
+def remove_stale_temporaries(folder: str) -> list:
+    """Delete the temporary files that writes killed midway left in ``folder`` (``.tmp-*.ckpt``
+    of :func:`save_checkpoint`, ``metrics.json.tmp``); returns their paths."""
+    stale = glob.glob(os.path.join(folder, ".tmp-*.ckpt")) + \
+        glob.glob(os.path.join(folder, "metrics.json.tmp"))
+    for path in stale:
+        os.remove(path)
+    return stale
 
 
 def prune_checkpoints(folder: str, keep: int) -> None:

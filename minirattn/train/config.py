@@ -21,12 +21,25 @@ from .optim import PAPER_ITERATIONS
 PLACE_FIELDS = ("data_dir", "download", "backend", "checkpoint_dir", "resume", "progress",
                 "log_every", "eval_every", "keep_checkpoints")
 
+#: Settings a resumed run may change besides PLACE_FIELDS: the base learning rate (lower it after
+#: a blow-up). Every change is recorded in the run's ``resumes``. Everything else is the run's
+#: identity: a checkpoint trained with another value is refused, ``iterations`` included (it moves
+#: the schedule's milestones).
+RESUME_MAY_CHANGE = ("lr",)
+
+#: ``checkpoint_dir="auto"`` (the default): runs/<dataset>-<arch>, or -2, -3, ... so that a new run
+#: never overwrites an earlier one (with ``resume``, the newest that exists). None keeps nothing.
+AUTO = "auto"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """A training run: the paper's recipe by default (Sec. 4.1; docs/conventions.md).
 
     arch: a registered network; dataset: "cifar10" | "cifar100" | "fashion-mnist" | "shapes";
+    checkpoint_dir: "auto" (runs/<dataset>-<arch>[-N]), a folder, or None to keep nothing;
+    resume: False (a new run; a folder holding checkpoints is refused), True (continue the newest
+    good checkpoint; nothing to continue is an error) or "auto" (continue if there is one);
     n_train / n_test: use the first images only (``shapes``: how many to generate, 10,000 /
     2,000 when left None); model_kwargs: fields of the network's NetworkSpec to override;
     attention / learning / mask: the paper's ablations (Tables 1, 3, 4); label_noise: 1 - r of
@@ -52,8 +65,8 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     backend: str = "numpy"
-    checkpoint_dir: str | None = None
-    resume: bool = False
+    checkpoint_dir: str | None = AUTO
+    resume: bool | str = False
     progress: bool = True
     log_every: int = 10
     eval_every: int = 2000
@@ -78,8 +91,13 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, dict):
             raise TypeError(f"model_kwargs: expected a dict of NetworkSpec fields, got "
                             f"{type(self.model_kwargs).__name__}")
+        check_choice("resume", self.resume, (False, True, "auto"))
         if self.resume and not self.checkpoint_dir:
-            raise ValueError("resume=True needs checkpoint_dir (where to look for checkpoints)")
+            raise ValueError(f"resume={self.resume!r} needs checkpoint_dir (where to look for "
+                             f"checkpoints)")
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, str):
+            raise TypeError(f"checkpoint_dir: expected a folder name, 'auto' or None, got "
+                            f"{type(self.checkpoint_dir).__name__}")
         B.get(self.backend)      # BackendError now, not after loading data
 
     def replace(self, **changes) -> "TrainConfig":
@@ -101,9 +119,15 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{**{k: v for k, v in d.items() if k in names}, **changes})
 
-    def differences(self, saved: dict) -> dict:
-        """{setting: (saved, now)} for every setting that changes what the run computes and
-        differs from ``saved`` (a ``to_dict()``); ``iterations`` may grow on resume."""
+    def differences(self, saved: dict, *, identity: bool = True) -> dict:
+        """{setting: (saved, now)} for the settings that differ from ``saved`` (a ``to_dict()``):
+        those of the run's identity (default), or those a resumed run may change
+        (``identity=False``: RESUME_MAY_CHANGE)."""
         now = self.to_dict()
-        return {k: (saved.get(k), v) for k, v in now.items()
-                if k not in PLACE_FIELDS and k != "iterations" and saved.get(k) != v}
+        saved = dict(saved)
+        if "model" not in saved and isinstance(saved.get("model_kwargs"), dict):
+            # records written before the "model" entry kept the input size in model_kwargs
+            saved["model_kwargs"] = {k: v for k, v in saved["model_kwargs"].items()
+                                     if k not in ("in_channels", "input_size")}
+        keys = [k for k in now if k not in PLACE_FIELDS and (k in RESUME_MAY_CHANGE) != identity]
+        return {k: (saved.get(k), now[k]) for k in keys if saved.get(k) != now[k]}

@@ -16,22 +16,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 
 from .. import backend as B
 from .. import functional as F
+from ..checks import check_positive_int
 from ..data import BatchStream, eval_batches, load_dataset, normalize, pixel_mean
 from ..models import build
-from .checkpoint import (
-    checkpoint_name,
-    latest_valid_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    save_checkpoint,
-)
-from .config import TrainConfig
+from .checkpoint import (CheckpointError, CheckpointWriteError, checkpoint_name,
+                         latest_valid_checkpoint, list_checkpoints, load_checkpoint,
+                         prune_checkpoints, remove_stale_temporaries, save_checkpoint)
+from .config import AUTO, RESUME_MAY_CHANGE, TrainConfig
 from .noise import add_label_noise
 from .optim import SGD, StepSchedule
 
@@ -120,11 +117,33 @@ def build_model(config: TrainConfig, data: TrainData):
     return rebuild_model(settings, config.seed).to(config.backend)
 
 
-def resume_point(config: TrainConfig, echo=print):
-    """(path, arrays, meta) of the checkpoint to continue from, or None for a fresh run.
+def run_folder(base: str, resume: bool) -> str:
+    """Where a run goes when ``checkpoint_dir="auto"``: ``base``, or ``base-2``, ``base-3``, ... so
+    that a new run never overwrites an earlier one; with ``resume``, the newest of them that
+    exists."""
+    candidates = [base] + [f"{base}-{i}" for i in range(2, 1000)]
+    if resume:
+        existing = [c for c in candidates if os.path.isdir(c)]
+        return existing[-1] if existing else base
+    return next(c for c in candidates if not list_checkpoints(c))
 
-    Refuses a ``checkpoint_dir`` that holds an earlier run unless ``resume``, and a checkpoint
-    trained with settings that change what the run computes."""
+
+def resolve_checkpoint_dir(config: TrainConfig) -> TrainConfig:
+    """``config`` with ``checkpoint_dir="auto"`` replaced by the folder :func:`run_folder` picks
+    (runs/<dataset>-<arch>[-N] under the working directory)."""
+    if config.checkpoint_dir != AUTO:
+        return config
+    return config.replace(checkpoint_dir=run_folder(f"runs/{config.dataset}-{config.arch}",
+                                                    bool(config.resume)))
+
+
+def resume_point(config: TrainConfig, echo=print):
+    """(path, arrays, meta, changed) of the checkpoint to continue from, or None for a new run;
+    ``changed`` holds the settings that may change on resume and did ({name: (saved, now)}).
+
+    Refuses a ``checkpoint_dir`` that holds an earlier run unless ``resume``; ``resume=True`` with
+    nothing to continue; and a checkpoint trained with other settings of the run's identity
+    (``iterations`` with the schedule it would change)."""
     folder = config.checkpoint_dir
     if not folder:
         return None
@@ -136,13 +155,60 @@ def resume_point(config: TrainConfig, echo=print):
         return None
     found = latest_valid_checkpoint(folder, warn=echo) if os.path.isdir(folder) else None
     if found is None:
-        return None
+        if config.resume == "auto":
+            echo(f"nothing to resume in {folder}: starting a new run there")
+            return None
+        raise ValueError(f"nothing to resume in {folder}: it holds no readable checkpoint. Drop "
+                         f"resume (--resume) to start a new run, or pass resume='auto' (--resume "
+                         f"auto) to start one when there is nothing to continue")
     path, (arrays, meta) = found
-    different = config.differences(meta["config"])
+    saved = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} does not record the settings of a training run")
+    different = config.differences(saved)
+    if "iterations" in different:
+        (old, new), at = different["iterations"], meta["iteration"]
+        before, after = StepSchedule(config.lr, old), StepSchedule(config.lr, new)
+        raise ValueError(
+            f"cannot resume from {path} with iterations={new}: the run was set up for {old}, and "
+            f"the learning-rate schedule would move its milestones from {before.milestones} to "
+            f"{after.milestones} (lr {before(at)} -> {after(at)} at iteration {at}). Resume with "
+            f"iterations={old}, or start a new run")
     if different:
         raise ValueError(f"cannot resume from {path}: it was trained with different settings "
-                         f"(saved, now): {different}")
-    return path, arrays, meta
+                         f"(saved, now): {different}; only {', '.join(RESUME_MAY_CHANGE)} and "
+                         f"where and how the run goes may change on resume")
+    return path, arrays, meta, config.differences(saved, identity=False)
+
+
+def prepare_checkpoint_dir(config: TrainConfig, model, echo=print) -> None:
+    """Before the first iteration: create the checkpoint folder and write a test file there, remove
+    temporary files that interrupted writes left, and warn when the disk cannot hold the kept
+    checkpoints. Raises :class:`CheckpointWriteError` naming the folder when it cannot be used."""
+    folder = config.checkpoint_dir
+    if not folder:
+        return
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise CheckpointWriteError(f"checkpoint_dir {folder} is a file, not a folder: choose "
+                                   f"another checkpoint_dir")
+    probe = os.path.join(folder, ".write-test")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"minirattn")
+        os.remove(probe)
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot write in checkpoint_dir {folder}: "
+                                   f"{exc.strerror or exc}; choose another checkpoint_dir") from exc
+    for stale in remove_stale_temporaries(folder):
+        echo(f"removed {stale}, left by an interrupted write")
+    arrays = list(model.state_dict().values()) + model.parameters()      # + the velocities
+    size = sum(int(a.nbytes) + 512 for a in arrays)             # 512: a .npz entry's headers
+    need = (config.keep_checkpoints + 1) * size
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        echo(f"warning: {folder} has {free / 2**20:.2f} MiB free, but {config.keep_checkpoints} "
+             f"checkpoints and the one being written take about {need / 2**20:.2f} MiB")
 
 
 def train_step(model, optimizer, x, y, lr):
@@ -218,17 +284,33 @@ def run_record(config: TrainConfig, data: TrainData, model) -> dict:
     return json.loads(json.dumps(record))
 
 
-def save_run(config: TrainConfig, record: dict, model, optimizer, mean, history, iteration) -> str:
+def weights_finite(model) -> bool:
+    """Whether every parameter of ``model`` is finite (one read-back)."""
+    params = model.parameters()
+    xp = B.xp_of(params[0])
+    return bool(xp.isfinite(xp.stack([xp.abs(p).sum() for p in params]).sum()))
+
+
+def save_run(config: TrainConfig, record: dict, model, optimizer, mean, history, iteration,
+             last_good=None) -> str:
     """Write checkpoint ``iteration`` (model, optimiser, mean image, record, history), prune the
-    old ones and rewrite metrics.json; returns the checkpoint's path."""
+    old ones and rewrite metrics.json; returns the checkpoint's path. A failed write (a full disk,
+    a folder made read-only) raises :class:`CheckpointWriteError` naming the file, the cause and
+    ``last_good``, the checkpoint that survives; no partial file is left."""
     folder = config.checkpoint_dir
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
     arrays["data.mean"] = mean
-    path = save_checkpoint(os.path.join(folder, checkpoint_name(iteration)), arrays,
-                           dict(iteration=iteration, config=record, history=history))
-    prune_checkpoints(folder, config.keep_checkpoints)
-    _write_metrics(os.path.join(folder, "metrics.json"), record, history)
+    path = os.path.join(folder, checkpoint_name(iteration))
+    try:
+        save_checkpoint(path, arrays, dict(iteration=iteration, config=record, history=history))
+        prune_checkpoints(folder, config.keep_checkpoints)
+        _write_metrics(os.path.join(folder, "metrics.json"), record, history)
+    except OSError as exc:
+        raise CheckpointWriteError(
+            f"could not write {getattr(exc, 'filename', None) or path}: {exc.strerror or exc}. "
+            f"The last good checkpoint is {last_good or '(none written yet)'}; free some space "
+            f"or choose another checkpoint_dir, then resume") from exc
     return path
 
 
@@ -257,19 +339,25 @@ def _show(bar, config, row, test_acc, echo):
 def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
     """Run ``config`` from its start or its last checkpoint; ``step(model, optimizer, x, y, lr)``
     makes one iteration (default :func:`train_step`) and returns (loss, number correct)."""
+    config = resolve_checkpoint_dir(config)
     resume_from = resume_point(config, echo)
     data = prepare_data(config, echo)
     model = build_model(config, data)
+    prepare_checkpoint_dir(config, model, echo)
     record = run_record(config, data, model)
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     schedule = StepSchedule(config.lr, config.iterations)
     history, start, last_ckpt = [], 0, None
     if resume_from is not None:
-        last_ckpt, arrays, meta = resume_from
+        last_ckpt, arrays, meta, changed = resume_from
         model.load_state_dict(_section(arrays, "model"))
         optimizer.load_state_dict(_section(arrays, "optim"))
         start, history = meta["iteration"], meta["history"]
-        echo(f"resuming from {last_ckpt} at iteration {start}")
+        record["resumes"] = list(meta["config"].get("resumes", [])) + [dict(
+            iteration=start, checkpoint=os.path.basename(last_ckpt),
+            changed={k: list(v) for k, v in changed.items()})]
+        echo(f"resuming from {last_ckpt} at iteration {start}"
+             + "".join(f", {k} {a} -> {b}" for k, (a, b) in changed.items()))
     if config.progress:
         echo(f"{config.arch} ({record['parameters']:,} parameters) on {config.dataset}: "
              f"{data.n_train} training and {len(data.y_test)} test images, {config.iterations} "
@@ -277,6 +365,12 @@ def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
     log = MetricLog(config.backend, history, history[-1]["elapsed_s"] if history else 0.0)
     test_acc = history[-1].get("test_acc") if history else None
     bar = _progress(config.iterations, start, config.progress)
+
+    def diverged(what, lr):
+        return TrainingDiverged(
+            f"{what} (lr {lr}); training stopped. The last good checkpoint is "
+            f"{last_ckpt or '(none written yet)'}: resume from it with a lower lr "
+            f"(resume=True, lr=...; --resume --lr ...).")
     try:
         for it in range(start, config.iterations):
             xb, yb = data.stream.batch(it)
@@ -290,18 +384,20 @@ def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
                 steps = log.steps
                 row = log.row(done, lr)                          # the one read-back
                 if not math.isfinite(row["loss"]):
-                    raise TrainingDiverged(
-                        f"the training loss became {row['loss']} between iterations {done - steps} "
-                        f"and {done} (lr {lr}); training stopped. The last good checkpoint is "
-                        f"{last_ckpt or '(none written yet)'}; try a lower lr.")
+                    raise diverged(f"the training loss became {row['loss']} between iterations "
+                                   f"{done - steps} and {done}", lr)
                 if evaluate_now:
                     test_acc, test_loss = evaluate(model, data.x_test, data.y_test, data.mean)
+                    if not (math.isfinite(test_loss) and weights_finite(model)):
+                        raise diverged(f"the test loss became {test_loss} at iteration {done} "
+                                       f"(weights finite: {weights_finite(model)})", lr)
                     row.update(test_acc=test_acc, test_loss=test_loss)
                     log.restart_clock()
                 history.append(row)
                 _show(bar, config, row, test_acc, echo)
                 if evaluate_now and config.checkpoint_dir:
-                    last_ckpt = save_run(config, record, model, optimizer, data.mean, history, done)
+                    last_ckpt = save_run(config, record, model, optimizer, data.mean, history, done,
+                                         last_good=last_ckpt)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -309,9 +405,8 @@ def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
             bar.close()
     if test_acc is None:   # resumed at the end: nothing left to train
         test_acc, _ = evaluate(model, data.x_test, data.y_test, data.mean)
-    metrics_path = (
-        os.path.join(config.checkpoint_dir, "metrics.json") if config.checkpoint_dir else None
-    )
+    folder = config.checkpoint_dir
+    metrics_path = os.path.join(folder, "metrics.json") if folder else None
     return TrainResult(history, test_acc, last_ckpt, metrics_path, record, model)
 
 
@@ -335,29 +430,44 @@ def _section(arrays, name):
 
 
 def _write_metrics(path, record, history):
+    """metrics.json through a temporary file and a rename; the temporary file never outlives a
+    failed write."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dict(config=record, history=history), f, indent=1)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(dict(config=record, history=history), f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 # ---- after training ------------------------------------------------------------------------
 def load_trained(path: str, backend: str = "numpy"):
     """Rebuild the model saved in checkpoint ``path``; returns (model, mean, meta)."""
+    B.get(backend)                                        # BackendError before any reading
     arrays, meta = load_checkpoint(path)
-    cfg = meta["config"]
-    settings = cfg.get("model") or dict(                  # checkpoints written before "model"
-        arch=cfg["arch"], num_classes=cfg["num_classes"], attention=cfg["attention"],
-        learning=cfg["learning"], mask=cfg["mask"], spec=cfg["model_kwargs"])
-    model = rebuild_model(settings)
-    model.load_state_dict(_section(arrays, "model"))
-    return model.to(backend), arrays["data.mean"], meta
+    try:
+        cfg = meta["config"]
+        settings = cfg.get("model") or dict(              # checkpoints written before "model"
+            arch=cfg["arch"], num_classes=cfg["num_classes"], attention=cfg["attention"],
+            learning=cfg["learning"], mask=cfg["mask"], spec=cfg["model_kwargs"])
+        model = rebuild_model(settings)
+        model.load_state_dict(_section(arrays, "model"))
+        mean = arrays["data.mean"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path} does not hold a model minirattn can rebuild "
+                              f"({type(exc).__name__}: {exc})") from exc
+    return model.to(backend), mean, meta
 
 
 def load_test_split(meta: dict, data_dir: str | None = None, n_test=None):
     """The test split of the run a checkpoint's ``meta`` describes, through the same data entry
     point training used (so ``shapes`` gives the same images); the first ``n_test`` when given."""
     cfg = meta["config"]
+    if n_test is not None:
+        check_positive_int("n_test", n_test)
     data = load_dataset(cfg["dataset"], data_dir, n_test=cfg.get("n_test"), seed=cfg["seed"],
                         need_train=False)
     if n_test:
