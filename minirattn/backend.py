@@ -14,7 +14,7 @@ import numpy as np
 __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
     "to_numpy", "pad", "numpy", "default_rng", "is_floating",
-    "synchronize",
+    "synchronize", "device_key",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -108,9 +108,18 @@ def to_numpy(a):
 
 
 def synchronize(a=None) -> None:
-    """Wait for the device (no-op on NumPy). Call only when logging or timing."""
+    """Wait until the current device has finished all its work, on every stream (no-op on NumPy).
+    Call only when logging or timing."""
     if _cupy is not None and (a is None or _is_cupy_array(a)):
-        _cupy.cuda.Stream.null.synchronize()
+        _cupy.cuda.Device().synchronize()
+
+
+def device_key(xp) -> tuple:
+    """Which memory arrays made now by module ``xp`` live in: ("numpy",) or ("cupy", device id).
+    Caches of device arrays are keyed by it, so two GPUs never share one's arrays."""
+    if xp is np:
+        return ("numpy",)
+    return ("cupy", xp.cuda.Device().id)
 
 
 def pad(x, ph: int, pw: int, value: float = 0.0):

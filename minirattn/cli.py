@@ -106,6 +106,10 @@ def main(argv=None) -> int:
     from .train import TrainingDiverged
     try:
         return _run(args)
+    except BrokenPipeError:                  # the reader went away (`minirattn models | head`)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that Python's exit flush stays quiet too
+        return 1
     except TrainingDiverged as exc:
         if debug:
             raise

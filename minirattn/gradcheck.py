@@ -116,6 +116,8 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     rng = backend.default_rng([seed, 0x6772616463])
     if dy is None:
         dy = xp.asarray(rng.standard_normal(y0.shape))
+    else:                                   # a caller's dy goes where the output is
+        dy = backend.to_device(dy, backend.name_of(y0))
 
     def loss():
         return float((forward() * dy).sum())

@@ -1,5 +1,5 @@
 """Test configuration: hypothesis profiles, the `gpu` and `slow` markers, a fresh working
-directory for every test.
+directory for every test, and the CuPy stand-in for `gpu` tests on machines without a GPU.
 
 Profiles (choose with HYPOTHESIS_PROFILE): `ci` (the default; derandomized so CI is
 reproducible, no deadline, a fixed example budget) and `thorough` (many more examples,
@@ -32,9 +32,22 @@ def _cupy_device():
         return False
 
 
-def pytest_collection_modifyitems(config, items):
-    if any(item.get_closest_marker("gpu") for item in items) and not _cupy_device():
-        skip = pytest.mark.skip(reason="needs CuPy and a CUDA device")
-        for item in items:
-            if item.get_closest_marker("gpu"):
-                item.add_marker(skip)
+HAVE_GPU = None
+
+
+@pytest.fixture(autouse=True)
+def _cupy_or_its_stand_in(request):
+    """A `gpu` test runs on the real CuPy where a GPU is present, else on the strict NumPy-backed
+    stand-in (tests/cupy_standin), installed as `cupy` for that test only."""
+    global HAVE_GPU
+    if request.node.get_closest_marker("gpu") is None:
+        yield
+        return
+    if HAVE_GPU is None:
+        HAVE_GPU = _cupy_device()
+    if HAVE_GPU:
+        yield
+        return
+    import cupy_standin
+    with cupy_standin.installed():
+        yield

@@ -312,3 +312,16 @@ def test_an_unexpected_error_is_one_line_too(monkeypatch, capsys):
     assert main(["models"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "unexpected ZeroDivisionError: a bug" in err and "--debug" in err
+
+
+def test_a_closed_pipe_ends_quietly():
+    """`minirattn models | head -1`: the reader goes away; no traceback, no error line."""
+    import subprocess
+    import sys
+    proc = subprocess.Popen([sys.executable, "-m", "minirattn", "models"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()                                     # what head does after its line
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "Broken pipe" not in err, err

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minirattn import functional as F, gradcheck
+from minirattn.functional import pool
 from helpers import maxpool_backward_naive, maxpool_naive, shuffled_linspace, noncontiguous
 
 
@@ -25,11 +26,17 @@ def test_forward_matches_naive(case):
     np.testing.assert_array_equal(y, maxpool_naive(x, k, s, p))
 
 
-@given(pool_case())
-def test_backward_matches_finite_differences(case):
+#: The two ways of the backward: NumPy's (bincount) and CuPy's (the reversed passes), each checked
+#: here on NumPy arrays.
+BACKWARDS = [pool._backward_by_bincount, pool._backward_by_offsets]
+
+
+@pytest.mark.parametrize("backward", BACKWARDS, ids=lambda f: f.__name__)
+@given(case=pool_case())
+def test_backward_matches_finite_differences(backward, case):
     shape, k, s, p, seed = case
     x = shuffled_linspace(np.random.default_rng(seed), shape)   # distinct values: no ties
-    gradcheck(lambda x: F.maxpool2d_forward(x, k, s, p), [noncontiguous(x)], F.maxpool2d_backward)
+    gradcheck(lambda x: F.maxpool2d_forward(x, k, s, p), [noncontiguous(x)], backward)
 
 
 def test_the_networks_pool_3_2_1_halves_the_size():
@@ -49,16 +56,29 @@ def test_ties_send_the_gradient_to_the_first_maximum():
     np.testing.assert_array_equal(F.maxpool2d_backward(np.ones((1, 1, 1, 1)), c), [[[[0, 1.0], [0, 0]]]])
 
 
-@given(pool_case())
-def test_ties_everywhere_match_the_first_maximum_oracle(case):
+@pytest.mark.parametrize("backward", BACKWARDS, ids=lambda f: f.__name__)
+@given(case=pool_case())
+def test_ties_everywhere_match_the_first_maximum_oracle(backward, case):
     """Inputs from {0, 1, 2}: most windows hold ties. The separable forward (rows, then columns)
-    must route every dy exactly where the window-by-window row-major argmax does."""
+    must route every dy exactly where the window-by-window row-major argmax does, both ways."""
     shape, k, s, p, seed = case
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 3, shape).astype(np.float64)
     y, c = F.maxpool2d_forward(x, k, s, p)
     dy = rng.integers(1, 1000, y.shape).astype(np.float64)     # integer sums: exact in any order
-    np.testing.assert_array_equal(F.maxpool2d_backward(dy, c), maxpool_backward_naive(x, dy, k, s, p))
+    np.testing.assert_array_equal(backward(dy, c), maxpool_backward_naive(x, dy, k, s, p))
+
+
+@given(pool_case())
+def test_the_two_backwards_agree_and_the_offsets_one_is_bit_reproducible(case):
+    shape, k, s, p, seed = case
+    rng = np.random.default_rng(seed)
+    y, c = F.maxpool2d_forward(rng.standard_normal(shape).astype(np.float32), k, s, p)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    a, b = pool._backward_by_bincount(dy, c), pool._backward_by_offsets(dy, c)
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(b, pool._backward_by_offsets(dy, c))
 
 
 def test_padding_never_wins_even_for_very_negative_inputs():

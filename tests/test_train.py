@@ -88,6 +88,53 @@ def test_nesterov_and_weight_decay_against_hand_computed_values():
     assert opt.decay == {"weight": True, "bn_weight": False}
 
 
+def _views_of_the_buffers(model, opt):
+    """Every parameter, gradient and velocity is a view into its dtype's flat buffer."""
+    (group,) = opt.groups.values()
+    for name, p, g in model.named_parameters():
+        start, stop = group.slices[name]
+        for tensor, flat in ((p, group.params), (g, group.grads), (opt.velocity[name], opt._velocity["float32"])):
+            assert np.shares_memory(tensor, flat[start:stop]), name
+    return group
+
+
+def test_parameters_gradients_and_velocities_are_views_of_flat_buffers(tmp_path):
+    from minirattn.models import build
+    net = build("attention56", num_classes=10, **TINY_NET)
+    before = {k: v.copy() for k, v in net.state_dict().items()}
+    opt = SGD(net, lr=0.1)
+    group = _views_of_the_buffers(net, opt)
+    for k, v in net.state_dict().items():                    # values kept
+        np.testing.assert_array_equal(v, before[k])
+    decayed = [n for n, p, _ in net.named_parameters() if opt.decay[n]]
+    assert decayed and group.n_first == sum(p.size for n, p, _ in net.named_parameters() if opt.decay[n])
+    assert all(group.slices[n][1] <= group.n_first for n in decayed)          # decayed weights first
+    net.load_state_dict({k: v + 1 for k, v in before.items()})
+    _views_of_the_buffers(net, opt)
+    group.grads[:] = 1.0
+    net.zero_grad()
+    assert all((g == 0).all() for _, _, g in net.named_parameters())
+    net.to("numpy", dtype="float64")                         # moved: laid out again
+    assert all(np.shares_memory(p, net._flat["float64"].params) for _, p, _ in net.named_parameters())
+
+
+def test_the_flat_step_equals_the_step_tensor_by_tensor():
+    """One whole-buffer update gives bit for bit what Nesterov with weight decay gives per tensor."""
+    from minirattn.models import build
+    net = build("attention56", num_classes=10, **TINY_NET)
+    rng = np.random.default_rng(0)
+    for _, _, g in net.named_parameters():
+        g[...] = rng.standard_normal(g.shape)
+    expected = {}
+    for name, p, g in net.named_parameters():
+        gg = g + 1e-4 * p if name.endswith("weight") and p.ndim > 1 else g
+        v = gg                                               # first step: v = 0.9 * 0 + g'
+        expected[name] = p - 0.1 * (gg + 0.9 * v)
+    SGD(net, lr=0.1, momentum=0.9, weight_decay=1e-4).step()
+    for name, p, _ in net.named_parameters():
+        np.testing.assert_array_equal(p, expected[name].astype(p.dtype), err_msg=name)
+
+
 # ---- checkpoints ----------------------------------------------------------------------------------
 def test_checkpoint_round_trip_and_corruption_detected(tmp_path):
     arrays = {"a": np.arange(5.0, dtype=np.float32), "b": np.ones((2, 3))}

@@ -8,9 +8,9 @@ slices), then along columns (kh slices), keeping in each pass the first offset
 that reaches the max (a later value must be strictly greater to win). The first
 row holding the window's max, and the first column of that row holding it, is
 exactly the first maximum in row-major order, so on ties the whole gradient goes
-there, as docs/conventions.md decides. Padding is -inf, so it never wins. Backward turns the
-two offsets into the flat index of each window's maximum and sums dy there with one
-``bincount`` (it adds up the outputs whose overlapping windows chose the same input).
+there, as docs/conventions.md decides. Padding is -inf, so it never wins. Backward routes
+each dy to that element: on NumPy by one ``bincount`` over flat indices, on CuPy by the
+reverse of the two passes (no host read-back, a fixed order of sums).
 """
 from __future__ import annotations
 
@@ -59,10 +59,20 @@ def maxpool2d_forward(x, kernel_size=3, stride=2, padding=1):
 def maxpool2d_backward(dy, cache):
     """dx: every dy goes to the (first) maximum of its window.
 
-    The maximum of output (i, j) sits at padded row sh i + u and column sw j + v, with u = a_h
-    and v = a_w at that row; dy is summed into those flat positions with one ``bincount`` (windows
-    overlap when the stride is below the kernel, so several outputs may pick the same input).
+    Two ways, the same sums: on NumPy :func:`_backward_by_bincount` (one pass, the fastest there);
+    on CuPy :func:`_backward_by_offsets`, because CuPy's ``bincount`` reads its input's range
+    back to the host (two device syncs) and sums with atomics (last bits vary from run to run),
+    while the offsets way reads nothing back and adds in a fixed order (docs/math/pool.md).
     """
+    if backend.name_of(dy) == "numpy":
+        return _backward_by_bincount(dy, cache)
+    return _backward_by_offsets(dy, cache)
+
+
+def _backward_by_bincount(dy, cache):
+    """The maximum of output (i, j) sits at padded row sh i + u and column sw j + v, with u = a_h
+    and v = a_w at that row; dy is summed into those flat positions with one ``bincount`` (windows
+    overlap when the stride is below the kernel, so several outputs may pick the same input)."""
     shape, a_h, a_w, (kh, kw), (sh, sw), (ph, pw) = cache
     xp = backend.xp_of(dy)
     N, C, H, W = shape
@@ -78,8 +88,29 @@ def maxpool2d_backward(dy, cache):
     idx += (xp.arange(N * C) * (Hp * Wp)).reshape(N, C, 1, 1)                    # planes
     dxpad = xp.bincount(idx.ravel(), weights=dy.ravel(), minlength=N * C * Hp * Wp)
     return xp.ascontiguousarray(
-        dxpad.reshape(N, C, Hp, Wp)[:, :, ph : ph + H, pw : pw + W], dtype=dy.dtype
+        dxpad.reshape(N, C, Hp, Wp)[:, :, ph:ph + H, pw:pw + W], dtype=dy.dtype
     )
+
+
+def _backward_by_offsets(dy, cache):
+    """The reverse of the two separable passes: dy goes down the columns to the row maximum it came
+    from (row offset u = a_h), then along that row to the input it came from (column offset
+    v = a_w). Each pass is one strided add per kernel offset, masked by the recorded offset:
+    kh + kw adds in a fixed order, no scatter, nothing read back to the host."""
+    shape, a_h, a_w, (kh, kw), (sh, sw), (ph, pw) = cache
+    xp = backend.xp_of(dy)
+    N, C, H, W = shape
+    Ho, Wo = dy.shape[2], dy.shape[3]
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    dr = xp.zeros((N, C, Hp, Wo), dtype=dy.dtype)      # the gradient of the row maxima r
+    for u in range(kh):
+        rows = dr[:, :, u:u + sh * (Ho - 1) + 1:sh, :]
+        rows += dy * (a_h == u)
+    dxpad = xp.zeros((N, C, Hp, Wp), dtype=dy.dtype)
+    for v in range(kw):
+        cols = dxpad[:, :, :, v:v + sw * (Wo - 1) + 1:sw]
+        cols += dr * (a_w == v)
+    return xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
 
 
 def global_avgpool_forward(x):

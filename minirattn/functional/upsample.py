@@ -20,7 +20,7 @@ _cache: dict = {}
 
 def interpolation_matrix(n_out: int, n_in: int, xp, dtype):
     """(n_out, n_in) matrix A with (A v)[i] = v at position i (n_in - 1) / (n_out - 1)."""
-    key = (xp.__name__, n_out, n_in, str(dtype))
+    key = (backend.device_key(xp), n_out, n_in, str(dtype))
     if key in _cache:
         return _cache[key]
     np = backend.numpy
@@ -46,7 +46,7 @@ KRON_MAX_ENTRIES = 1 << 15
 
 def kron_operator(Ho, Wo, H, W, xp, dtype):
     """K = A_h (x) A_w, (Ho Wo, H W): vec(Y) = K vec(X) for a row-major plane X (cached)."""
-    key = ("kron", xp.__name__, Ho, Wo, H, W, str(dtype))
+    key = ("kron", backend.device_key(xp), Ho, Wo, H, W, str(dtype))
     if key not in _cache:
         A_h, A_w = interpolation_matrix(Ho, H, xp, dtype), interpolation_matrix(Wo, W, xp, dtype)
         _cache[key] = xp.ascontiguousarray(xp.kron(A_h, A_w))

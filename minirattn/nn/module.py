@@ -12,8 +12,21 @@ Contract (docs/conventions.md):
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from .. import backend
+
+
+@dataclass
+class FlatGroup:
+    """The parameters and gradients of one dtype, each tensor a view into one 1-D buffer.
+
+    ``slices[name] = (start, stop)`` in layout order; the tensors ``flatten_parameters``' ``first``
+    chose come first and take ``params[:n_first]``."""
+    params: object
+    grads: object
+    n_first: int
+    slices: dict = field(default_factory=dict)
 
 
 class Module:
@@ -74,9 +87,52 @@ class Module:
             self.grads[name] += g
 
     def zero_grad(self):
+        flat = getattr(self, "_flat", None)
+        if flat:                                    # one whole-buffer operation per dtype
+            for group in flat.values():
+                group.grads.fill(0)
+            return
         for m in self.modules():
             for g in m.grads.values():
                 g[...] = 0
+
+    def flatten_parameters(self, first=None) -> dict:
+        """Make every parameter and gradient of the tree a view into one buffer per dtype.
+
+        Whole-buffer operations (the optimiser's update, ``zero_grad``, a data-parallel all-reduce
+        of the gradients) then cost a few launches instead of a few per tensor. ``first(name, p)``
+        picks tensors to lay out first (the optimiser puts the weight-decayed ones there, so decay
+        is one slice). Values are kept; names, ``state_dict`` and checkpoints do not change.
+        ``to()`` lays the buffers out again. Returns {dtype name: :class:`FlatGroup`}.
+        """
+        entries = [(f"{prefix}.{k}" if prefix else k, m, k) for prefix, m in self.named_modules()
+                   for k in m.params]
+        by_dtype = OrderedDict()
+        for name, m, k in entries:
+            by_dtype.setdefault(str(m.params[k].dtype), []).append((name, m, k))
+        groups = {}
+        for dtype, items in by_dtype.items():
+            if first is not None:
+                items = sorted(items, key=lambda e: not first(e[0], e[1].params[e[2]]))  # stable
+            xp = backend.xp_of(items[0][1].params[items[0][2]])
+            total = sum(int(m.params[k].size) for _, m, k in items)
+            group = FlatGroup(xp.empty(total, dtype=dtype), xp.zeros(total, dtype=dtype), 0)
+            off = 0
+            for name, m, k in items:
+                p, g = m.params[k], m.grads[k]
+                stop = off + int(p.size)
+                m.params[k] = group.params[off:stop].reshape(p.shape)
+                m.params[k][...] = p
+                m.grads[k] = group.grads[off:stop].reshape(p.shape)
+                m.grads[k][...] = g
+                group.slices[name] = (off, stop)
+                if first is not None and first(name, p):
+                    group.n_first = stop
+                off = stop
+            groups[dtype] = group
+        object.__setattr__(self, "_flat", groups)
+        object.__setattr__(self, "_flat_first", first)
+        return groups
 
     def train(self, mode: bool = True):
         for m in self.modules():
@@ -156,6 +212,8 @@ class Module:
                         v = v.astype(dtype)
                     store[k] = v
             m._on_move()
+        if getattr(self, "_flat", None):            # moved tensor by tensor: lay them out again
+            self.flatten_parameters(self._flat_first)
         return self
 
     def _on_move(self):

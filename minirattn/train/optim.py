@@ -24,7 +24,13 @@ def decays(name: str) -> bool:
 
 
 class SGD:
-    """Nesterov SGD over a model's named parameters; velocities live beside the parameters."""
+    """Nesterov SGD over a model's parameters, as whole-buffer operations.
+
+    The model's parameters and gradients are laid out in one flat buffer per dtype (the decayed
+    weights first), and so are the velocities: a step is about ten operations whatever the number
+    of tensors. ``velocity[name]`` and ``state_dict`` keep per-tensor names (views into the flat
+    velocity), so checkpoints do not change.
+    """
 
     def __init__(self, model, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True):
         check_number("lr", lr, 0.0)
@@ -34,18 +40,25 @@ class SGD:
         check_number("weight_decay", weight_decay, 0.0)
         self.model, self.lr, self.momentum = model, lr, momentum
         self.weight_decay, self.nesterov = weight_decay, nesterov
-        self.velocity = {
-            name: backend.xp_of(p).zeros_like(p) for name, p, _ in model.named_parameters()
-        }
-        self.decay = {name: decays(name) and p.ndim > 1 for name, p, _ in model.named_parameters()}
+        named = list(model.named_parameters())
+        self.decay = {name: decays(name) and p.ndim > 1 for name, p, _ in named}
+        self.groups = model.flatten_parameters(first=lambda name, p: self.decay[name])
+        self._velocity = {dtype: backend.xp_of(g.params).zeros_like(g.params)
+                          for dtype, g in self.groups.items()}
+        shapes = {name: p.shape for name, p, _ in named}
+        self.velocity = {name: self._velocity[dtype][start:stop].reshape(shapes[name])
+                         for dtype, group in self.groups.items()
+                         for name, (start, stop) in group.slices.items()}
 
     def step(self, lr=None):
+        """w -= lr (g' + mu v) with v = mu v + g', g' = g + wd w on the decayed weights."""
         lr = self.lr if lr is None else lr
         mu = self.momentum
-        for name, p, g in self.model.named_parameters():
-            if self.weight_decay and self.decay[name]:
-                g = g + self.weight_decay * p
-            v = self.velocity[name]
+        for dtype, group in self.groups.items():
+            p, g, v, nd = group.params, group.grads, self._velocity[dtype], group.n_first
+            if self.weight_decay and nd:
+                g = g.copy()
+                g[:nd] += self.weight_decay * p[:nd]
             v *= mu
             v += g
             if self.nesterov:

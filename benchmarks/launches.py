@@ -1,0 +1,81 @@
+"""Kernel launches, device syncs and transfers of one training step, counted on the CuPy stand-in.
+
+    python benchmarks/launches.py                      # Attention-56 and -92, batch 64
+    python benchmarks/launches.py --arch attention92 --by-layer
+
+What a GPU would be asked to do, without a GPU: the test suite's strict NumPy-backed CuPy stand-in
+(tests/cupy_standin) counts one launch per elementwise operation, reduction or routine, one per
+matrix product plus one per operand it must copy, one per copying reshape. At CuPy's 8-15 us of host
+time per launch, the count bounds the step time from below whatever the GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+
+
+def count_step(arch, batch, by_layer=False):
+    """(launches, syncs, h2d, d2h, {layer kind: launches}) of the second training step."""
+    import numpy as np
+    import cupy_standin
+    from cupy_standin import COUNT
+    from minirattn import backend
+    from minirattn.models import build
+    from minirattn.train import SGD, train_step
+    with cupy_standin.installed():
+        net = build(arch, num_classes=10, seed=0).to("cupy")
+        opt = SGD(net, lr=0.1)
+        rng = np.random.default_rng(0)
+        x_host = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+        y_host = rng.integers(0, 10, batch)
+        train_step(net, opt, backend.to_device(x_host, "cupy"), backend.to_device(y_host, "cupy"), 0.1)
+        kinds = collections.Counter()
+        if by_layer:
+            _wrap_layers(net, kinds, COUNT)
+        COUNT.reset()
+        x, y = backend.to_device(x_host, "cupy"), backend.to_device(y_host, "cupy")
+        train_step(net, opt, x, y, 0.1)
+        return COUNT.launches, len(COUNT.syncs), COUNT.h2d, COUNT.d2h, kinds
+
+
+def _wrap_layers(net, kinds, count):
+    """Attribute launches to leaf layers by kind (forward + backward), the rest to 'other'."""
+    for _, m in net.named_modules():
+        if m._children:
+            continue
+        for name in ("forward", "backward"):
+            f = getattr(m, name)
+
+            def counted(*a, _f=f, _kind=type(m).__name__, **k):
+                before = count.launches
+                out = _f(*a, **k)
+                kinds[_kind] += count.launches - before
+                return out
+            object.__setattr__(m, name, counted)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", nargs="+", default=["attention56", "attention92"])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--by-layer", action="store_true")
+    args = p.parse_args(argv)
+    print("| network | launches per step | syncs | host->device | device->host |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for arch in args.arch:
+        launches, syncs, h2d, d2h, kinds = count_step(arch, args.batch, args.by_layer)
+        print(f"| {arch} | {launches:,} | {syncs} | {h2d} | {d2h} |")
+        if args.by_layer:
+            layers = sum(kinds.values())
+            for kind, n in kinds.most_common():
+                print(f"|   {kind} | {n:,} | | | |")
+            print(f"|   other (optimizer, zero_grad, loss, joins) | {launches - layers:,} | | | |")
+
+
+if __name__ == "__main__":
+    main()
