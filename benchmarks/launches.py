@@ -19,8 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 
-def count_step(arch, batch, by_layer=False):
-    """(launches, syncs, h2d, d2h, {layer kind: launches}) of the second training step."""
+def count_step(arch, batch, by_layer=False, **spec):
+    """(launches, syncs, h2d, d2h, {layer kind: launches}) of the second training step; ``spec``
+    overrides NetworkSpec fields (narrow widths count the same launches, faster)."""
     import numpy as np
     import cupy_standin
     from cupy_standin import COUNT
@@ -28,7 +29,7 @@ def count_step(arch, batch, by_layer=False):
     from minirattn.models import build
     from minirattn.train import SGD, train_step
     with cupy_standin.installed():
-        net = build(arch, num_classes=10, seed=0).to("cupy")
+        net = build(arch, num_classes=10, seed=0, **spec).to("cupy")
         opt = SGD(net, lr=0.1)
         rng = np.random.default_rng(0)
         x_host = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)

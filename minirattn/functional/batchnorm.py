@@ -83,8 +83,9 @@ def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
     if not cache.training:
         return running_mean, running_var
     M = cache.count
-    new_mean = (1 - momentum) * running_mean + momentum * cache.mean.astype(running_mean.dtype)
-    unbiased = (cache.var * (M / (M - 1))).astype(running_var.dtype)
+    new_mean = (1 - momentum) * running_mean + momentum * cache.mean.astype(running_mean.dtype,
+                                                                            copy=False)
+    unbiased = (cache.var * (M / (M - 1))).astype(running_var.dtype, copy=False)
     return new_mean, (1 - momentum) * running_var + momentum * unbiased
 
 
