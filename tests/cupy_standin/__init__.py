@@ -150,30 +150,26 @@ class ndarray:
         raise TypeError("Implicit conversion to a NumPy array is not allowed. Please use `.get()` "
                         "to construct a NumPy array explicitly.")
 
-    def get(self, stream=None, out=None):
-        _sync("get")
+    def _read_back(self, what, convert):
+        """A value the host reads: a device sync and a device->host transfer."""
+        _sync(what)
         COUNT.d2h += 1
-        return self._a.copy()
+        return convert(self._a)
+
+    def get(self, stream=None, out=None):
+        return self._read_back("get", numpy.copy)
 
     def item(self):
-        _sync("item")
-        COUNT.d2h += 1
-        return self._a.item()
+        return self._read_back("item", lambda a: a.item())
 
     def __float__(self):
-        _sync("float")
-        COUNT.d2h += 1
-        return float(self._a)
+        return self._read_back("float", float)
 
     def __int__(self):
-        _sync("int")
-        COUNT.d2h += 1
-        return int(self._a)
+        return self._read_back("int", int)
 
     def __bool__(self):
-        _sync("bool")
-        COUNT.d2h += 1
-        return bool(self._a)
+        return self._read_back("bool", bool)
 
     def __index__(self):
         _sync("index")
@@ -234,30 +230,6 @@ class ndarray:
         r = getattr(self._a, name)(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
         return out if out is not None else _wrap(r)
 
-    def sum(self, *a, **k):
-        return self._reduce("sum", *a, **k)
-
-    def mean(self, *a, **k):
-        return self._reduce("mean", *a, **k)
-
-    def max(self, *a, **k):
-        return self._reduce("max", *a, **k)
-
-    def min(self, *a, **k):
-        return self._reduce("min", *a, **k)
-
-    def argmax(self, *a, **k):
-        return self._reduce("argmax", *a, **k)
-
-    def all(self, *a, **k):
-        return self._reduce("all", *a, **k)
-
-    def any(self, *a, **k):
-        return self._reduce("any", *a, **k)
-
-    def var(self, *a, **k):
-        return self._reduce("var", *a, **k)
-
     def dot(self, other):
         return matmul(self, other)
 
@@ -283,6 +255,8 @@ for _op in ("add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "and", "or
     setattr(ndarray, f"__i{_op}__", _binary(_op, inplace=True))
 for _op in ("lt", "le", "gt", "ge", "eq", "ne"):
     setattr(ndarray, f"__{_op}__", _binary(_op))
+for _name in ("sum", "mean", "max", "min", "argmax", "all", "any", "var"):
+    setattr(ndarray, _name, lambda self, *a, _name=_name, **k: self._reduce(_name, *a, **k))
 ndarray.__matmul__ = lambda self, other: matmul(self, other)
 ndarray.__neg__ = lambda self: (_launch(), ndarray(-self._a))[1]
 ndarray.__abs__ = lambda self: (_launch(), ndarray(abs(self._a)))[1]
