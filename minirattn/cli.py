@@ -42,58 +42,72 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name, **kw):
-        return sub.add_parser(name, parents=[common], **kw)
+        return sub.add_parser(name, parents=[common], description=kw["help"],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kw)
 
-    t = command("train",
-                       help="train a network (defaults: the small demo on the embedded data)")
-    t.add_argument("--arch", default=DEMO["arch"], choices=sorted(REGISTRY))
-    t.add_argument("--dataset", default=DEMO["dataset"], choices=DATASETS)
+    t = command("train", help="train a network (defaults: the small demo on the embedded data)")
+    t.add_argument("--arch", default=DEMO["arch"], choices=sorted(REGISTRY), metavar="NAME",
+                   help=f"the network ({', '.join(sorted(REGISTRY))}; minirattn models lists them)")
+    t.add_argument("--dataset", default=DEMO["dataset"], choices=DATASETS,
+                   help="the data set; shapes is generated, needs no files")
     t.add_argument("--data-dir", default=None,
-                   help="folder holding the data set (CIFAR: archive or extracted folder)")
+                   help="folder holding the data set (CIFAR: archive or extracted folder; "
+                        "Fashion-MNIST: the IDX files, else Debian's package)")
     t.add_argument("--download", action="store_true",
                    help="download CIFAR if it is not in --data-dir")
-    t.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    t.add_argument("--iterations", type=int, default=DEMO["iterations"])
-    t.add_argument("--batch-size", type=int, default=DEMO["batch_size"])
-    t.add_argument("--lr", type=float, default=DEMO["lr"])
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--label-noise", type=float, default=0.0, help="1 - r of Eq. (7), in [0, 1)")
-    t.add_argument("--attention", default="mixed", choices=ATTENTION_TYPES)
-    t.add_argument("--learning", default="arl", choices=LEARNING_RULES)
-    t.add_argument("--mask", default="soft", choices=MASKS)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
+                   help="numpy (CPU) or cupy (GPU)")
+    t.add_argument("--iterations", type=int, default=DEMO["iterations"],
+                   help="training iterations; the LR drops 10x at 40%% and 60%% of them")
+    t.add_argument("--batch-size", type=int, default=DEMO["batch_size"], help="images per step")
+    t.add_argument("--lr", type=float, default=DEMO["lr"], help="the base learning rate")
+    t.add_argument("--weight-decay", type=float, default=1e-4,
+                   help="on convolution and FC weights only")
+    t.add_argument("--label-noise", type=float, default=0.0,
+                   help="1 - r of Eq. (7): the share of training labels replaced, in [0, 1)")
+    t.add_argument("--attention", default="mixed", choices=ATTENTION_TYPES,
+                   help="the mask activation: f1 mixed, f2 channel, f3 spatial (Table 1)")
+    t.add_argument("--learning", default="arl", choices=LEARNING_RULES,
+                   help="attention residual learning H = (1 + M) T, or naive H = M T (Table 3)")
+    t.add_argument("--mask", default="soft", choices=MASKS,
+                   help="bottom-up top-down soft mask, or local convolutions (Table 4)")
+    t.add_argument("--seed", type=int, default=0, help="weights, data order and augmentation")
     t.add_argument("--checkpoint-dir", default=None,
-                   help="default: runs/<dataset>-<arch>, or -2, -3, ... if that holds an "
-                        "earlier run")
+                   help="where checkpoints and metrics.json go (default: runs/<dataset>-<arch>, "
+                        "or -2, -3, ... if that holds an earlier run)")
     t.add_argument("--resume", nargs="?", const="yes", choices=["yes", "auto"],
                    help="continue the newest good checkpoint (nothing to continue is an error; "
                         "'--resume auto' starts a new run then); lr may change, the run's other "
                         "settings may not")
-    t.add_argument("--eval-every", type=int, default=DEMO["eval_every"])
-    t.add_argument("--n-train", type=int, default=None, help="use the first N training images")
-    t.add_argument("--n-test", type=int, default=None, help="use the first N test images")
-    t.add_argument("--no-augment", action="store_true")
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--eval-every", type=int, default=DEMO["eval_every"],
+                   help="evaluate on the test split and write a checkpoint every N iterations")
+    t.add_argument("--n-train", type=int, default=None,
+                   help="use the first N training images (shapes: generate N; default 10000)")
+    t.add_argument("--n-test", type=int, default=None,
+                   help="use the first N test images (shapes: generate N; default 2000)")
+    t.add_argument("--no-augment", action="store_true", help="no random crops and flips")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = command("evaluate", help="test accuracy of a saved checkpoint")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--data-dir", default=None)
-    e.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    e.add_argument("--checkpoint", required=True, help="a ckpt-*.rattn file")
+    e.add_argument("--data-dir", default=None, help="the data set's folder, if not the default")
+    e.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
+                   help="numpy (CPU) or cupy (GPU)")
 
     m = command("masks",
-                       help="draw every attention module's mask over test images (paper Fig. 1)")
-    m.add_argument("--checkpoint", required=True)
-    m.add_argument("--out", default="masks.png")
-    m.add_argument("--n", type=int, default=6, help="how many test images")
-    m.add_argument("--data-dir", default=None)
+                help="draw every attention module's mask over test images (paper Fig. 1)")
+    m.add_argument("--checkpoint", required=True, help="a ckpt-*.rattn file")
+    m.add_argument("--out", default="masks.png", help="the picture to write (PNG)")
+    m.add_argument("--n", type=int, default=6, help="how many test images (the first ones)")
+    m.add_argument("--data-dir", default=None, help="the data set's folder, if not the default")
 
     pl = command("plot", help="draw the training curves from a metrics.json")
-    pl.add_argument("--metrics", required=True)
-    pl.add_argument("--out", default="curves.png")
+    pl.add_argument("--metrics", required=True, help="the metrics.json beside a run's checkpoints")
+    pl.add_argument("--out", default="curves.png", help="the picture to write (PNG)")
 
     command("models", help="list the networks with their parameter counts")
     c = command("check", help="prove every op's backward against finite differences, here")
-    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     return p
 
 

@@ -100,38 +100,63 @@ def _usable_region(region, x):
     return region[keep], keep
 
 
-def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None):
-    """One row per image: the image, then each attention module's mask over it (Fig. 1).
+#: What the mask picture's titles and colours mean, printed under it.
+MASK_LEGEND = ("Row title: true class / predicted class. Each column: the mask M of one attention "
+               "module, averaged over channels,\nupsampled to the image and overlaid; one colour "
+               "scale per column (its bar below). Look for a colour on the object that differs "
+               "from the background.")
 
-    x: the network's input (N, C, H, W), normalised; images_uint8: the same images for display.
-    """
+
+def mask_figure(model, x, images_uint8, classes=None, labels=None, predictions=None):
+    """The figure :func:`plot_masks` draws: (fig, {module: [overlay image of each row]},
+    {module: its colour bar}). Every overlay of a module uses that module's one colour scale (the
+    min and max of its mask over all the images shown)."""
     plt = _plt()
     np = backend.numpy
     maps = mask_maps(model, x)
     n, names = len(images_uint8), list(maps)
-    fig, axes = plt.subplots(
-        n, 1 + len(names), figsize=(1.6 * (1 + len(names)), 1.6 * n), squeeze=False
-    )
+    cols = 1 + len(names)
+    fig = plt.figure(figsize=(1.6 * cols, 1.6 * n + 0.75))
+    grid = fig.add_gridspec(n + 1, cols, height_ratios=[1.0] * n + [0.08], left=0.02, right=0.98,
+                            top=1 - 0.25 / (1.6 * n + 0.75), bottom=0.5 / (1.6 * n + 0.75),
+                            hspace=0.25, wspace=0.08)
+    overlays, bars = {name: [] for name in names}, {}
     for i in range(n):
         img = images_uint8[i].transpose(1, 2, 0)
         img = img[..., 0] if img.shape[2] == 1 else img
-        ax = axes[i, 0]
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
+        cmap = "gray" if img.ndim == 2 else None
+        ax = fig.add_subplot(grid[i, 0])
+        ax.imshow(img, cmap=cmap)
+        ax.axis("off")
         if labels is not None:
             title = classes[labels[i]] if classes else str(labels[i])
             if predictions is not None:
                 title += f" / {classes[predictions[i]] if classes else predictions[i]}"
             ax.set_title(title, fontsize=7)
         for j, name in enumerate(names):
-            ax = axes[i, j + 1]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None)
-            ax.imshow(maps[name][i], cmap="jet", alpha=0.5, vmin=float(np.min(maps[name])),
-                      vmax=float(np.max(maps[name])))
+            ax = fig.add_subplot(grid[i, j + 1])
+            ax.imshow(img, cmap=cmap)
+            overlays[name].append(ax.imshow(maps[name][i], cmap="jet", alpha=0.5,
+                                            vmin=float(np.min(maps[name])),
+                                            vmax=float(np.max(maps[name]))))
+            ax.axis("off")
             if i == 0:
                 ax.set_title(name, fontsize=7)
-    for ax in axes.ravel():
-        ax.axis("off")
-    fig.tight_layout()
+    for j, name in enumerate(names):
+        bars[name] = fig.colorbar(overlays[name][0], cax=fig.add_subplot(grid[n, j + 1]),
+                                  orientation="horizontal")
+        bars[name].ax.tick_params(labelsize=5)
+    fig.text(0.01, 0.01, MASK_LEGEND, fontsize=5, va="bottom")
+    return fig, overlays, bars
+
+
+def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None):
+    """One row per image: the image, then each attention module's mask over it (Fig. 1), one
+    colour scale per module with its colour bar, and a legend of what the titles mean.
+
+    x: the network's input (N, C, H, W), normalised; images_uint8: the same images for display.
+    """
+    fig, _, _ = mask_figure(model, x, images_uint8, classes, labels, predictions)
     return _save(fig, path)
 
 
@@ -152,9 +177,9 @@ def read_history(path):
     return history
 
 
-def plot_training_curves(metrics, path):
-    """Loss and train/test accuracy against iteration; ``metrics`` is a metrics.json path or a
-    history list."""
+def curves_figure(metrics):
+    """The figure :func:`plot_training_curves` draws: (fig, (loss axes, accuracy axes)). Losses
+    on a log scale, so one extreme value does not flatten the rest."""
     plt = _plt()
     if isinstance(metrics, str):
         metrics = read_history(metrics)
@@ -164,13 +189,21 @@ def plot_training_curves(metrics, path):
     tl = [(h["iteration"], h["test_loss"]) for h in metrics if "test_loss" in h]
     if tl:
         a1.plot(*zip(*tl), "o-", label="test loss")
-    a1.set_xlabel("iteration"); a1.set_ylabel("cross-entropy"); a1.legend()
+    a1.set_yscale("log")             # one early spike (a test loss of 16) must not flatten the rest
+    a1.set_xlabel("iteration"); a1.set_ylabel("cross-entropy (log scale)"); a1.legend()
     a2.plot(it, [h["train_acc"] for h in metrics], label="train accuracy")
     ta = [(h["iteration"], h["test_acc"]) for h in metrics if "test_acc" in h]
     if ta:
         a2.plot(*zip(*ta), "o-", label="test accuracy")
     a2.set_xlabel("iteration"); a2.set_ylabel("accuracy"); a2.set_ylim(0, 1); a2.legend()
     fig.tight_layout()
+    return fig, (a1, a2)
+
+
+def plot_training_curves(metrics, path):
+    """Loss (log scale) and train/test accuracy against iteration; ``metrics`` is a metrics.json
+    path or a history list."""
+    fig, _ = curves_figure(metrics)
     return _save(fig, path)
 
 

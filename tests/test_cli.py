@@ -42,3 +42,20 @@ def test_a_new_run_never_overwrites_an_earlier_one(tmp_path, monkeypatch, capsys
     assert "already holds checkpoints" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0                       # picks the newest run, -2
     assert "runs/shapes-attention56_small-2" in capsys.readouterr().out
+
+
+def test_every_option_has_help_and_shows_its_default():
+    from minirattn.cli import build_parser
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == {"train", "evaluate", "masks", "plot", "models", "check"}
+    for name, sub in commands.items():
+        assert "ArgumentDefaultsHelpFormatter" in type(sub.formatter_class).__name__ or \
+            sub.formatter_class.__name__ == "ArgumentDefaultsHelpFormatter", name
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{name} {action.option_strings[0]} has no help"
+        text = " ".join(sub.format_help().split())          # the help wraps lines
+        if name == "train":
+            assert "(default: 800)" in text and "(default: attention56_small)" in text
+    assert "ckpt-00000800.rattn" in parser.epilog            # what the default run writes

@@ -28,7 +28,26 @@ def test_masks_picture(tmp_path):
     assert list(maps) == ["stage1.1", "stage2.1", "stage3.1"]
     assert all(m.shape == (2, 32, 32) for m in maps.values())
     path = plot_masks(net, x, d.x_test, str(tmp_path / "m.png"), d.classes, d.y_test, d.y_test)
-    assert png_size(path) == (640, 320)           # (1 + 3 modules) x 2 images, 1.6 in each at 100 dpi
+    assert png_size(path) == (640, 395)    # (1 + 3 modules) x 2 images of 1.6 in, + 0.75 in of bars
+                                           # and legend, at 100 dpi
+
+
+def test_every_panel_of_a_module_shares_one_colour_scale_shown_by_its_bar(tmp_path):
+    from minirattn.viz import MASK_LEGEND, mask_figure
+    d = make_shapes(8, 3, seed=0)
+    net = build("attention56", seed=0, **TINY)
+    x = normalize(d.x_test, pixel_mean(d.x_train))
+    maps = mask_maps(net, x)
+    fig, overlays, bars = mask_figure(net, x, d.x_test, d.classes, d.y_test, d.y_test)
+    assert list(overlays) == list(bars) == list(maps)
+    for name, images in overlays.items():
+        assert len(images) == 3
+        lo, hi = float(maps[name].min()), float(maps[name].max())
+        assert all(im.get_clim() == (lo, hi) for im in images)          # one scale per module
+        value = (lo + hi) / 2
+        assert len({tuple(im.to_rgba(np.array([[value]]))[0, 0]) for im in images}) == 1  # one colour
+        assert bars[name].mappable.get_clim() == (lo, hi)              # the bar shows that scale
+    assert any(t.get_text() == MASK_LEGEND for t in fig.texts) and "true class / predicted" in MASK_LEGEND
 
 
 def tiny_net_and_objects():
@@ -79,6 +98,10 @@ def test_curves_and_feature_response_pictures(tmp_path):
     history = [dict(iteration=i, loss=2.0 / i, train_acc=0.1 * i) for i in range(1, 6)]
     history[-1].update(test_acc=0.4, test_loss=0.5)
     assert png_size(plot_training_curves(history, str(tmp_path / "c.png"))) == (900, 340)
+    from minirattn.viz import curves_figure
+    history[0].update(test_loss=16.0)                                # one early extreme value
+    _, (losses, _) = curves_figure(history)
+    assert losses.get_yscale() == "log" and losses.get_ylim()[0] < 0.5 < 16 < losses.get_ylim()[1]
     x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
     resp = {r: feature_response(build("attention56", learning=r, **TINY), x, training=True) for r in ("arl", "nal")}
     assert png_size(plot_feature_response(resp, str(tmp_path / "f.png"))) == (450, 340)
@@ -90,6 +113,6 @@ def test_masks_and_plot_commands(tmp_path, capsys):
                  "--batch-size", "16", "--checkpoint-dir", str(ck), "--no-progress"]) == 0
     assert main(["masks", "--checkpoint", str(ck / "ckpt-00000002.rattn"), "--n", "3",
                  "--out", str(tmp_path / "m.png")]) == 0
-    assert png_size(tmp_path / "m.png") == (640, 480)
+    assert png_size(tmp_path / "m.png") == (640, 555)
     assert main(["plot", "--metrics", str(ck / "metrics.json"), "--out", str(tmp_path / "c.png")]) == 0
     assert png_size(tmp_path / "c.png") == (900, 340)
