@@ -2,14 +2,15 @@
 
 One iteration: a seeded, augmented batch -> forward -> softmax cross-entropy -> backward ->
 Nesterov SGD with the (scaled) step schedule. The loop is made of small named parts, each
-usable alone: :func:`prepare_data`, :func:`build_model`, :func:`resume_point`,
-:func:`train_step` (the seam: :func:`train` takes another ``step``, e.g. a data-parallel one),
-:class:`MetricLog` (logging), :func:`evaluate`, :func:`save_run` (checkpoints and metrics).
+usable alone: :func:`resolve_checkpoint_dir`, :func:`resume_point`, :func:`prepare_data`,
+:func:`build_model`, :func:`prepare_checkpoint_dir`, :func:`train_step` (the seam: :func:`train`
+takes another ``step``, e.g. a data-parallel one), :class:`MetricLog` (logging), :func:`evaluate`,
+:func:`save_run` (checkpoints and metrics).
 
-On CuPy everything stays on the device; the loop reads numbers back only when it logs (every
-``log_every`` iterations) and evaluates. A NaN or infinite loss is caught at the next log and
-stops training with a clear message; checkpoints are only written after a finite loss has been
-seen, so the last one stays good.
+On CuPy everything stays on the device; a training step makes no device sync and the loop reads
+numbers back only when it logs (every ``log_every`` iterations) and evaluates. A NaN or infinite
+training loss, test loss or weight stops training with a message naming the last good checkpoint;
+checkpoints are only written from states whose test loss and weights are finite.
 """
 from __future__ import annotations
 
@@ -418,7 +419,8 @@ def train_cifar(*, echo=print, **settings) -> TrainResult:
     decay 1e-4, batch 64, LR 0.1 divided by 10 at 40% and 60% of ``iterations`` (64k and 96k of
     160k), augmentation by zero-padding 4, random crop and horizontal flip, per-pixel mean
     subtraction. Returns a :class:`TrainResult`; writes checkpoints and ``metrics.json`` to
-    ``checkpoint_dir`` when given.
+    ``checkpoint_dir``: by default runs/<dataset>-<arch>[-N] under the working directory, None
+    keeps nothing.
     """
     return train(TrainConfig(**settings), echo=echo)
 
