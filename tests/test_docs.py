@@ -1,7 +1,10 @@
-"""Every functional family links its derivation, and the page exists."""
+"""The docs: every functional family links its derivation, every page is in the nav, the project
+speaks of itself alone, and the site renders every tutorial."""
+import os
 import pathlib
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -64,3 +67,22 @@ def test_the_project_speaks_of_itself_alone():
             continue
         hits = [i for i, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
         assert not hits, f"{name}: lines {hits} speak of things outside the project"
+
+
+@pytest.mark.slow
+def test_the_site_renders_every_tutorial_with_its_figures_and_no_error(tmp_path):
+    """mkdocs build --strict executes every tutorial (fast mode) and renders it as a page; the
+    training tutorial's two pictures are inline, and no page holds error output."""
+    pytest.importorskip("mkdocs_jupyter", reason="the docs extra is not installed (pip install -e '.[docs]')")
+    site = tmp_path / "site"
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+                         cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tutorials = sorted(p.stem for p in (ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
+    for name in tutorials:
+        page = (site / "tutorials" / name / "index.html").read_text()
+        assert "Traceback" not in page and "jp-OutputArea-output" in page, name
+        assert (site / "tutorials" / name / f"{name}.py").exists(), f"{name}: no download of the source"
+        pictures = len(re.findall(r'<img [^>]*src="data:image/png;base64', page))  # not CSS icons
+        assert pictures == (2 if name.startswith("09_") else 0), (name, pictures)

@@ -28,6 +28,17 @@ run = dict(iterations=60, n_train=1000, n_test=200, eval_every=30) if FAST else 
     dict(iterations=800, n_train=10000, n_test=2000, eval_every=200)
 out = tempfile.mkdtemp(prefix="minirattn-tutorial09-")
 
+
+def show(path):
+    """The picture inline where this runs as a notebook (the docs site); nothing in a script."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(Image(filename=path))
+
 # %% [markdown]
 # ## The data set
 
@@ -57,6 +68,7 @@ if not FAST:
 # %%
 curves = plot_training_curves(result.metrics_path, os.path.join(out, "curves.png"))
 assert os.path.getsize(curves) > 0
+show(curves)
 
 # %% [markdown]
 # ## The masks
@@ -78,6 +90,7 @@ assert [m.shape[2] for m in masks.values()] == [32, 16, 8]     # one module per 
 
 png = plot_masks(model, x[:6], x8[:6], os.path.join(out, "masks.png"), data.classes, data.y_test[:6])
 print("masks drawn to", png)
+show(png)
 
 # %% [markdown]
 # ## Where are the masks large?
