@@ -49,18 +49,20 @@ def check_positive_int(name: str, v, minimum: int = 1) -> int:
     return v
 
 
-def check_number(name: str, v, low=None, high=None, *, high_open: bool = False) -> float:
-    """A real number (not a bool) in [low, high] (or [low, high) with ``high_open``); a bound
-    left None is not checked. Returned as a float."""
+def check_number(name: str, v, low=None, high=None, *, low_open: bool = False,
+                 high_open: bool = False) -> float:
+    """A real number (not a bool, not NaN) in [low, high]; ``low_open`` / ``high_open`` leave a
+    bound out, a bound left None is not checked. Returned as a float."""
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
     v = float(v)
+    too_low = low is not None and (v <= low if low_open else v < low)
     too_high = high is not None and (v >= high if high_open else v > high)
-    if v != v or (low is not None and v < low) or too_high:
+    if v != v or too_low or too_high:
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
-        raise ValueError(f"{name}: expected a number in [{lo}, {hi}{')' if high_open else ']'}, "
-                         f"got {v!r}")
+        raise ValueError(f"{name}: expected a number in {'(' if low_open else '['}{lo}, {hi}"
+                         f"{')' if high_open else ']'}, got {v!r}")
     return v
 
 

@@ -69,10 +69,10 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     """Compare analytic and finite-difference gradients in float64.
 
     fn, backward: either an op pair ``y, cache = fn(*inputs)``, ``grads = backward(dy, cache)``
-        (the op contract: one gradient per input, in order; a single input's may come bare;
-        gradients after the last of ``inputs`` belong to arrays ``fn`` fixes, such as batch
-        norm's gamma and beta in ``lambda x: batchnorm2d_forward(x, g, b)``, and are not
-        checked), or a
+        (the op contract: one gradient per floating-point input, in order, integer inputs such
+        as labels getting none; a single input's may come bare; gradients after the last belong
+        to arrays ``fn`` fixes, such as batch norm's gamma and beta in
+        ``lambda x: batchnorm2d_forward(x, g, b)``, and are not checked), or a
         :class:`minirattn.nn.Module` (``backward`` omitted): ``y = fn(*inputs)``,
         ``dx = fn.backward(dy)``, parameter gradients read from ``fn.grads``.
     inputs: a list of arrays (a single array is accepted); non-float entries are passed through.
@@ -102,8 +102,8 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     for name, t in targets:
         if not backend.is_array(t) or str(t.dtype) != "float64":
             raise TypeError(f"gradcheck: {name} must be a float64 array (finite differences in "
-                            f"float32 "
-                            f"are meaningless), got {getattr(t, 'dtype', type(t).__name__)}")
+                            f"float32 are meaningless), got "
+                            f"{getattr(t, 'dtype', type(t).__name__)}")
 
     def forward():
         out = fn(*inputs)
@@ -138,10 +138,13 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     else:
         out = fn(*inputs)
         gin = _as_tuple(backward(dy, out[1]))
-        if len(gin) < len(inputs):
+        # the op contract: one gradient per differentiable (floating-point) input, in order
+        differentiable = [i for i, x in enumerate(inputs) if backend.is_floating(x)]
+        if len(gin) < len(differentiable):
             raise GradcheckError(f"gradcheck: backward returned {len(gin)} gradient(s) for "
-                                 f"{len(inputs)} inputs (the op contract: one per input, in order)")
-        analytic = [gin[i] for i in wrt]
+                                 f"{len(differentiable)} floating-point inputs (the op contract: "
+                                 f"one per differentiable input, in order)")
+        analytic = [gin[differentiable.index(i)] for i in wrt]
 
     rows = []
     for (name, t), g in zip(targets, analytic):

@@ -115,3 +115,11 @@ def adjoint_gap(forward, x, y_like, rng):
     atu = bwd(u, cache)
     lhs, rhs = float((ax * u).sum()), float((x * atu).sum())
     return abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-300)
+
+
+#: A narrow network for tests that train or build whole models (same layout, far fewer channels).
+TINY_NET = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
+
+#: A training run of seconds: that network on 64 generated shapes images.
+TINY_RUN = dict(arch="attention56", dataset="shapes", n_train=64, n_test=32, batch_size=8,
+                progress=False, model_kwargs=TINY_NET)

@@ -20,10 +20,8 @@ from minirattn.data import DataError, load_dataset
 from minirattn.data.fashion_mnist import FILES as FMNIST_FILES
 from minirattn.models import build
 from minirattn.train import CheckpointError, TrainConfig, evaluate_checkpoint, load_trained
+from helpers import TINY_RUN as TINY
 
-TINY_NET = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
-TINY = dict(arch="attention56", dataset="shapes", n_train=64, n_test=32, batch_size=8, progress=False,
-            model_kwargs=TINY_NET)
 HAS_GPU = True
 try:
     minirattn.backend.get("cupy")
@@ -123,7 +121,7 @@ TRAIN = ["train", "--iterations", "2", "--eval-every", "2", "--n-train", "16", "
 # (name, argv built from Files, words the message must hold)
 COMMANDS = [
     ("batch size 0", lambda f: TRAIN + ["--batch-size", "0"], "batch_size: expected an int >= 1, got 0"),
-    ("negative lr", lambda f: TRAIN + ["--lr", "-1"], "lr: expected a number in [0, inf], got -1.0"),
+    ("negative lr", lambda f: TRAIN + ["--lr", "-1"], "lr: expected a number in (0, inf], got -1.0"),
     ("nan lr", lambda f: TRAIN + ["--lr", "nan"], "lr: expected a number"),
     ("nan weight decay", lambda f: TRAIN + ["--weight-decay", "nan"], "weight_decay: expected a number"),
     ("label noise 1.5", lambda f: TRAIN + ["--label-noise", "1.5"], "label_noise: expected a number in [0, 1)"),
@@ -258,7 +256,7 @@ API = [
     ("width not a multiple of 4", lambda f: build("attention56", widths=(6, 8, 16)), ValueError,
      "multiple of 4, got 6"),
     ("unknown spec field", lambda f: build("attention56", depth=3), ValueError, "unknown spec fields ['depth']"),
-    ("config lr 0", lambda f: TrainConfig(lr=0), ValueError, "lr: expected a number > 0"),
+    ("config lr 0", lambda f: TrainConfig(lr=0), ValueError, "lr: expected a number in (0, inf], got 0.0"),
     ("config lr text", lambda f: TrainConfig(lr="0.1"), TypeError, "lr: expected a number, got str"),
     ("config momentum nan", lambda f: TrainConfig(momentum=float("nan")), ValueError, "momentum"),
     ("config keep -1", lambda f: TrainConfig(keep_checkpoints=-1), ValueError, "keep_checkpoints"),

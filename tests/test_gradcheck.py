@@ -75,3 +75,22 @@ def test_selfcheck_passes():
     lines = []
     assert run_selfcheck(echo=lines.append)
     assert len(lines) == 15 and lines[-1] == "all gradients agree with finite differences"
+
+
+def test_integer_inputs_take_no_gradient_position():
+    """The op contract: gradients go to the floating-point inputs only, in order; an integer input
+    in between (labels, indices) gets none."""
+    rng = np.random.default_rng(0)
+    x, idx, w = rng.standard_normal(4), np.array([2, 0, 1, 3]), rng.standard_normal(4)
+
+    def fwd(x, idx, w):
+        return x[idx] * w, (x, idx, w)
+
+    def bwd(dy, cache):
+        x, idx, w = cache
+        dx = np.zeros_like(x)
+        dx[idx] = dy * w
+        return dx, dy * x[idx]                      # dx, dw: nothing for idx
+    assert gradcheck(fwd, [x, idx, w], bwd).ok
+    with pytest.raises(GradcheckError, match="returned 1 gradient.*2 floating-point inputs"):
+        gradcheck(fwd, [x, idx, w], lambda dy, c: bwd(dy, c)[0])

@@ -6,8 +6,8 @@ import pytest
 import cupy_standin
 from cupy_standin import COUNT
 from minirattn import backend, functional as F
+from helpers import TINY_NET
 
-TINY_NET = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
 
 
 @pytest.fixture

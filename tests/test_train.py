@@ -15,10 +15,8 @@ from minirattn import functional as F, nn
 from minirattn.train import (CheckpointError, SGD, StepSchedule, TrainingDiverged, add_label_noise,
                              evaluate_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint,
                              train_cifar)
+from helpers import TINY_NET, TINY_RUN as TINY
 
-TINY_NET = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
-TINY = dict(arch="attention56", dataset="shapes", n_train=64, n_test=32, batch_size=8, progress=False,
-            model_kwargs=TINY_NET)
 
 
 # ---- label noise ---------------------------------------------------------------------------------

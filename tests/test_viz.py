@@ -10,8 +10,8 @@ from minirattn.cli import main
 from minirattn.data import make_shapes, normalize, pixel_mean
 from minirattn.models import build, collect_masks, feature_response
 from minirattn.viz import mask_maps, mask_region_gap, mask_region_share, plot_feature_response, plot_masks, plot_training_curves
+from helpers import TINY_NET as TINY
 
-TINY = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
 
 
 def png_size(path):

@@ -11,6 +11,7 @@ Contract (docs/conventions.md):
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -141,6 +142,17 @@ class Module:
 
     def eval(self):
         return self.train(False)
+
+    @contextlib.contextmanager
+    def mode(self, training: bool):
+        """``with m.mode(False): ...`` runs in evaluation (or training) mode, then restores the
+        mode the tree was in, whatever happens inside."""
+        was = self.training
+        self.train(training)
+        try:
+            yield self
+        finally:
+            self.train(was)
 
     # -- forward/backward ------------------------------------------------------
     def __call__(self, *args, **kwargs):

@@ -31,6 +31,10 @@ RESUME_MAY_CHANGE = ("lr",)
 #: never overwrites an earlier one (with ``resume``, the newest that exists). None keeps nothing.
 AUTO = "auto"
 
+#: Settings that belong to this machine, not to the run: ``to_dict`` (what checkpoints record)
+#: leaves them out.
+MACHINE_FIELDS = ("data_dir", "backend", "checkpoint_dir", "resume", "progress")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -83,8 +87,7 @@ class TrainConfig:
         for name in ("n_train", "n_test"):
             if getattr(self, name) is not None:
                 check_positive_int(name, getattr(self, name))
-        if check_number("lr", self.lr, 0.0) == 0:
-            raise ValueError("lr: expected a number > 0, got 0.0")
+        check_number("lr", self.lr, 0.0, low_open=True)
         check_number("momentum", self.momentum, 0.0, 1.0, high_open=True)
         check_number("weight_decay", self.weight_decay, 0.0)
         check_number("label_noise", self.label_noise, 0.0, 1.0, high_open=True)
@@ -105,11 +108,9 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """The run's settings as JSON values (tuples become lists), without the machine-specific
-        ones (data_dir, backend, checkpoint_dir, resume, progress)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("data_dir", "backend", "checkpoint_dir", "resume", "progress"):
-            d.pop(name)
+        """The run's settings as JSON values (tuples become lists), without MACHINE_FIELDS."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+             if f.name not in MACHINE_FIELDS}
         return json.loads(json.dumps(d))
 
     @classmethod

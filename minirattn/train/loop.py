@@ -83,9 +83,6 @@ def prepare_data(config: TrainConfig, echo=print) -> TrainData:
     data = load_dataset(config.dataset, config.data_dir, config.download, n_train=config.n_train,
                         n_test=config.n_test, seed=config.seed, progress=config.progress)
     y_train, flipped = data.y_train, ()
-    if config.batch_size > len(y_train):
-        raise ValueError(f"batch_size {config.batch_size} is larger than the training set "
-                         f"({len(y_train)} images)")
     if config.label_noise > 0:
         y_train, flipped = add_label_noise(
             y_train, config.label_noise, data.num_classes, config.seed
@@ -261,18 +258,14 @@ class MetricLog:
 def evaluate(model, x_uint8, y, mean, batch_size=500):
     """(accuracy, mean loss) of ``model`` in eval mode on uint8 images."""
     name = model.backend
-    was = model.training
-    model.eval()
     correct, loss_sum = 0, 0.0
-    try:
+    with model.mode(False):
         for xb, yb in eval_batches(x_uint8, y, mean, batch_size):
             xd, yd = B.to_device(xb, name), B.to_device(yb, name)
             logits = model(xd)
             loss, _ = F.softmax_cross_entropy(logits, yd, validate=False)
             correct += int((logits.argmax(axis=1) == yd).sum())
             loss_sum += float(loss) * len(yb)
-    finally:
-        model.train(was)
     return correct / len(y), loss_sum / len(y)
 
 
@@ -389,9 +382,10 @@ def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
                                    f"{done - steps} and {done}", lr)
                 if evaluate_now:
                     test_acc, test_loss = evaluate(model, data.x_test, data.y_test, data.mean)
-                    if not (math.isfinite(test_loss) and weights_finite(model)):
+                    finite_weights = weights_finite(model)
+                    if not (math.isfinite(test_loss) and finite_weights):
                         raise diverged(f"the test loss became {test_loss} at iteration {done} "
-                                       f"(weights finite: {weights_finite(model)})", lr)
+                                       f"(weights finite: {finite_weights})", lr)
                     row.update(test_acc=test_acc, test_loss=test_loss)
                     log.restart_clock()
                 history.append(row)
@@ -492,10 +486,6 @@ def evaluate_checkpoint(
 def predict(model, x_uint8, mean):
     """(normalised images, predicted classes) of ``model`` in eval mode, on the host."""
     x = normalize(x_uint8, mean)
-    was = model.training
-    model.eval()
-    try:
+    with model.mode(False):
         preds = B.to_numpy(model(B.to_device(x, model.backend)).argmax(axis=1))
-    finally:
-        model.train(was)
     return x, preds

@@ -33,9 +33,7 @@ class SGD:
     """
 
     def __init__(self, model, lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True):
-        check_number("lr", lr, 0.0)
-        if lr == 0:
-            raise ValueError("lr: expected a number > 0, got 0.0")
+        check_number("lr", lr, 0.0, low_open=True)
         check_number("momentum", momentum, 0.0, 1.0, high_open=True)
         check_number("weight_decay", weight_decay, 0.0)
         self.model, self.lr, self.momentum = model, lr, momentum
