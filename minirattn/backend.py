@@ -14,7 +14,7 @@ import numpy as np
 __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
     "to_numpy", "pad", "numpy", "default_rng", "is_floating",
-    "synchronize", "device_key",
+    "synchronize", "device_key", "use_device", "nccl", "current_stream_ptr",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -120,6 +120,31 @@ def device_key(xp) -> tuple:
     if xp is np:
         return ("numpy",)
     return ("cupy", xp.cuda.Device().id)
+
+
+def use_device(index: int) -> None:
+    """Make CUDA device ``index`` the current one (a data-parallel rank picks its own GPU)."""
+    cupy = _import_cupy()
+    n = cupy.cuda.runtime.getDeviceCount()
+    if not 0 <= index < n:
+        raise BackendError(f"CUDA device {index} was asked for, but this machine has {n} "
+                           f"(devices 0..{n - 1}): run at most {n} ranks per machine")
+    cupy.cuda.Device(index).use()
+
+
+def nccl():
+    """CuPy's NCCL binding (``cupy.cuda.nccl``), or None where CuPy was built without it."""
+    cupy = _import_cupy()
+    try:
+        from cupy.cuda import nccl as module  # noqa: WPS433
+    except ImportError:
+        return None
+    return module if getattr(module, "available", True) else None
+
+
+def current_stream_ptr() -> int:
+    """The raw handle of the current CUDA stream (NCCL calls are queued on it)."""
+    return _import_cupy().cuda.get_current_stream().ptr
 
 
 def pad(x, ph: int, pw: int, value: float = 0.0):

@@ -8,6 +8,11 @@ running variance is updated with the unbiased one, momentum 0.1 as PyTorch
 Pure: the running statistics are not part of the differentiable op. The forward keeps the
 batch's statistics in its cache and :func:`batchnorm2d_running_stats` returns the updated
 running pair from them; the backward returns the three gradients only.
+
+Synchronized (data-parallel) batch norm is the same pair with a ``reduce`` argument: a function
+that sums a 1-D array over all ranks (``minirattn.distributed``; derivation:
+docs/math/sync_batchnorm.md). The statistics are then those of the global batch, shards of
+unequal size included; ``reduce=None`` is ordinary batch norm.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ class BatchNormCache(NamedTuple):
     training: bool
     mean: object        # the batch mean (C,), or the running mean in evaluation
     var: object         # the batch's biased variance (C,), or the running variance
-    count: int          # values per channel, N H W
+    count: object       # values per channel: N H W, or over all ranks (a 0-d array) with reduce
+    reduce: object = None   # the cross-rank sum of the forward, used again by the backward
 
 
 def _check_channels(x, **vectors):
@@ -38,11 +44,15 @@ def _check_channels(x, **vectors):
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
-                        eps=1e-5):
+                        eps=1e-5, reduce=None):
     """y = gamma (x - mu) / sqrt(var + eps) + beta.
 
     x: (N, C, H, W); gamma, beta: (C,). training=True uses the batch statistics (the running
     ones may be None); False uses ``running_mean``, ``running_var`` (C,).
+    reduce: None, or ``reduce(v) -> sum of v over the ranks`` for a 1-D array ``v`` (it may
+    overwrite ``v``); every rank calls it the same number of times in the same order. In training
+    mode mu and var are then the global batch's: one reduction of (sum x, count) and one of
+    sum (x - mu)^2 (two passes, so float32 keeps its digits). Unused in evaluation mode.
     Returns (y, cache); the inputs are not modified.
     """
     check_array("batchnorm input x", x, ndim=4)
@@ -57,7 +67,16 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     xp = backend.xp_of(x)
     N, C, H, W = x.shape
     M = N * H * W
-    if training:
+    if training and reduce is not None:
+        total = reduce(xp.concatenate((channel_sum(x), xp.full(1, M, dtype=x.dtype))))
+        M = total[C]      # values per channel over all ranks, kept on the device (no sync)
+        if xp is backend.numpy and M < 2:              # free to check on the host only
+            raise ValueError(f"synchronized batchnorm needs more than one value per channel over "
+                             f"all ranks, got {int(M)}")
+        mu = total[:C] / M
+        xc = x - mu.reshape(1, C, 1, 1)
+        var = reduce(channel_dot(xc, xc)) / M
+    elif training:
         if M < 2:
             raise ValueError(f"batchnorm in training mode needs more than one value per channel, "
                              f"got input shape {tuple(x.shape)}")
@@ -72,7 +91,8 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     # x-hat = xc inv_std, which would cost a third pass here (backward folds inv_std in instead)
     y = xc * (gamma * inv_std).reshape(1, C, 1, 1)
     y += beta.reshape(1, C, 1, 1)
-    return y, BatchNormCache(xc, gamma, inv_std, training, mu, var, M)
+    return y, BatchNormCache(xc, gamma, inv_std, training, mu, var, M,
+                             reduce if training else None)
 
 
 def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
@@ -95,6 +115,9 @@ def batchnorm2d_backward(dy, cache):
     Training: dx = gamma inv_std / M * (M dy - sum(dy) - xhat sum(dy xhat)) with
     xhat = (x - mu) inv_std: two reductions and four elementwise passes.
     Evaluation: dx = gamma inv_std dy.
+    Synchronized (the forward had a ``reduce``): the two sums in dx are over all ranks (one
+    reduction of both), M is the global count; dgamma and dbeta are this rank's share, which
+    the data-parallel all-reduce of the parameter gradients adds up like every other one.
     """
     xc, gamma, inv_std, training, M = (
         cache.xc,
@@ -109,9 +132,13 @@ def batchnorm2d_backward(dy, cache):
     scale = gamma * inv_std
     if not training:
         return dy * scale.reshape(1, C, 1, 1), dgamma, dbeta
-    dx = xc * (dgamma * inv_std / M).reshape(1, C, 1, 1)        # xhat sum(dy xhat) / M
     xp = backend.xp_of(dy)
+    sum_dy, sum_dy_xhat = dbeta, dgamma
+    if cache.reduce is not None:
+        total = cache.reduce(xp.concatenate((dbeta, dgamma)))
+        sum_dy, sum_dy_xhat = total[:C], total[C:]
+    dx = xc * (sum_dy_xhat * inv_std / M).reshape(1, C, 1, 1)   # xhat sum(dy xhat) / M
     xp.subtract(dy, dx, out=dx)
-    dx -= (dbeta / M).reshape(1, C, 1, 1)
+    dx -= (sum_dy / M).reshape(1, C, 1, 1)
     dx *= scale.reshape(1, C, 1, 1)
     return dx, dgamma, dbeta

@@ -89,6 +89,8 @@ class BatchNorm2d(Module):
 
     Training mode normalises with the batch statistics and updates the running ones
     (momentum 0.1, unbiased variance); eval mode uses the running statistics.
+    ``reduce``: None (ordinary batch norm), or a sum over data-parallel ranks, which makes the
+    statistics those of the global batch (``minirattn.distributed.sync_batchnorm`` sets it).
     """
 
     def __init__(self, num_features, momentum=0.1, eps=1e-5, *, dtype="float32"):
@@ -102,6 +104,7 @@ class BatchNorm2d(Module):
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
         self._init_grads()
         self._cache = None
+        self.reduce = None
 
     def forward(self, x):
         stats = self.buffers["running_mean"], self.buffers["running_var"]
@@ -112,6 +115,7 @@ class BatchNorm2d(Module):
             *stats,
             training=self.training,
             eps=self.eps,
+            reduce=self.reduce,
         )
         if self.training:
             self.buffers["running_mean"], self.buffers["running_var"] = \

@@ -135,6 +135,12 @@ class Module:
         object.__setattr__(self, "_flat_first", first)
         return groups
 
+    @property
+    def flat_groups(self) -> dict:
+        """{dtype name: :class:`FlatGroup`} once :meth:`flatten_parameters` ran (the optimiser
+        runs it), else {}."""
+        return getattr(self, "_flat", None) or {}
+
     def train(self, mode: bool = True):
         for m in self.modules():
             m.training = mode

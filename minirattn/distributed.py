@@ -1,0 +1,409 @@
+"""Data-parallel training: the same run on any number of ranks (MPI; NCCL between GPUs).
+
+    mpiexec -n 4 minirattn train ...                 # the CLI joins the ranks by itself
+    mpiexec -n 4 python -c "import minirattn; minirattn.train_cifar(distributed=True, ...)"
+
+The scheme (docs/architecture.md, "Data-parallel training"; derivation of the synchronized batch
+norm: docs/math/sync_batchnorm.md):
+
+* every rank builds the same global batch of iteration ``i`` (order, augmentation and label noise
+  are functions of the seed and ``i``) and takes its slice (:func:`shard`);
+* the loss gradient of rank r is scaled by ``n_r / B`` (its share of the global batch), so the
+  ranks' parameter gradients *sum* to the gradient of the global batch's mean loss, uneven
+  shards included; the flat gradient buffer is all-reduced once per dtype (:func:`train_step`
+  in ``train.loop`` does both);
+* batch norm sums its statistics over the ranks (:func:`sync_batchnorm`), so N ranks at global
+  batch B compute the step one process computes at batch B;
+* rank 0's weights are broadcast at the start (:func:`broadcast_model`); ranks compare weight
+  checksums at every evaluation (:func:`check_same_weights`) and stop if they differ;
+* rank 0 alone writes checkpoints and metrics and shows progress. A checkpoint holds nothing
+  that depends on the number of ranks, so it resumes on any number.
+
+A :class:`Communicator` is the single-process do-nothing version; :class:`MPICommunicator` runs
+over ``mpi4py`` (in-place ``Allreduce`` on host buffers) and, for CuPy arrays, over NCCL when CuPy
+has it (the unique id broadcast through MPI), else through host copies after a device sync.
+:class:`ThreadRanks` simulates N ranks with threads in one process (tests, tutorials).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import threading
+from pathlib import Path
+
+from . import backend as B
+
+#: Variables a launcher sets to the number of ranks (MPICH/Hydra and Intel MPI, Open MPI,
+#: MVAPICH, Slurm's srun).
+LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+#: ... and to the rank's index among those on the same machine (which GPU it takes).
+LAUNCHER_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
+                            "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
+
+
+class DistributedError(RuntimeError):
+    """A data-parallel set-up that cannot run, or ranks that no longer agree.
+
+    Raised on every rank alike (after the ranks compared notes), so the job ends cleanly."""
+
+    all_ranks = True
+
+
+def launched_ranks(environ=None) -> int:
+    """The number of ranks a launcher (``mpiexec``, ``srun``) started, from its environment
+    variables; 1 when not launched by one. Reads no MPI library."""
+    environ = os.environ if environ is None else environ
+    for name in LAUNCHER_SIZE_VARS:
+        value = environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def shard(n: int, rank: int, size: int) -> tuple:
+    """(start, stop) of rank ``rank``'s slice of ``n`` items: the first ``n % size`` ranks take
+    one more, so sizes differ by at most one and the slices tile ``range(n)`` in rank order."""
+    base, extra = divmod(n, size)
+    start = rank * base + min(rank, extra)
+    return start, start + base + (rank < extra)
+
+
+def code_fingerprint() -> str:
+    """A short hash of minirattn's own source files: ranks running other code are refused."""
+    h = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+# ---- communicators -----------------------------------------------------------------------
+class Communicator:
+    """One process: every collective is the identity. The interface every communicator has.
+
+    ``allreduce(a)`` sums the array ``a`` (NumPy or CuPy, contiguous) over the ranks in place and
+    returns it; ``broadcast(a)`` copies rank 0's ``a`` into everyone's; the ``*_object`` ones move
+    small picklable Python values; ``fail(exc)`` ends the whole job."""
+
+    rank, size = 0, 1
+
+    def allreduce(self, a):
+        return a
+
+    def broadcast(self, a, root: int = 0):
+        return a
+
+    def broadcast_object(self, obj, root: int = 0):
+        return obj
+
+    def allgather_object(self, obj) -> list:
+        return [obj]
+
+    def sum_numbers(self, values) -> list:
+        """Sums of a few host numbers over the ranks (logging, evaluation counts)."""
+        return [float(v) for v in values]
+
+    def fail(self, exc: BaseException) -> None:
+        """A rank that cannot go on: nothing to tell in one process (the caller re-raises)."""
+
+    @property
+    def reduce(self):
+        """The ``reduce`` argument of the synchronized batch norm: None in one process."""
+        return None if self.size == 1 else self.allreduce
+
+    def collective(self, fn, *args, **kwargs):
+        """Run ``fn`` on rank 0 only and give every rank its result; if it raised, every rank
+        raises the same error (so a refused resume or a full disk ends all ranks alike)."""
+        if self.size == 1:
+            return fn(*args, **kwargs)
+        outcome = None
+        if self.rank == 0:
+            try:
+                outcome = (True, fn(*args, **kwargs))
+            except Exception as exc:                     # re-raised on every rank below
+                outcome = (False, exc)
+        ok, value = self.broadcast_object(outcome)
+        if not ok:
+            try:
+                value.all_ranks = True                   # every rank raises it: no abort needed
+            except AttributeError:                      # pragma: no cover - exotic exceptions
+                pass
+            raise value
+        return value
+
+
+class MPICommunicator(Communicator):
+    """The ranks of ``MPI.COMM_WORLD`` (or ``comm``) through mpi4py; CuPy arrays go through NCCL
+    where CuPy has it. Each rank takes GPU ``local rank`` when arrays are on CuPy."""
+
+    def __init__(self, comm=None):
+        try:
+            from mpi4py import MPI                      # noqa: WPS433 (an optional dependency)
+        except ImportError as exc:
+            raise DistributedError(
+                f"distributed training needs mpi4py and an MPI library: pip install "
+                f"'minirattn[dist]' (installs mpi4py and MPICH; no system MPI needed). Import "
+                f"failed with: {exc}") from exc
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD if comm is None else comm
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        self._nccl = None
+
+    # host buffers through MPI, device buffers through NCCL (or host copies)
+    def allreduce(self, a):
+        if B.name_of(a) == "numpy":
+            self.comm.Allreduce(self.MPI.IN_PLACE, a, op=self.MPI.SUM)
+            return a
+        nccl = self._nccl_comm()
+        if nccl is not None:
+            module = B.nccl()
+            kind = {"float32": module.NCCL_FLOAT32, "float64": module.NCCL_FLOAT64}[str(a.dtype)]
+            nccl.allReduce(a.data.ptr, a.data.ptr, a.size, kind, module.NCCL_SUM,
+                           B.current_stream_ptr())     # queued on the stream: no host sync
+            return a
+        host = B.to_numpy(a)                            # waits for the device
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        a[...] = B.to_device(host, "cupy")
+        return a
+
+    def broadcast(self, a, root: int = 0):
+        if B.name_of(a) == "numpy":
+            self.comm.Bcast(a, root=root)
+            return a
+        host = B.to_numpy(a)
+        self.comm.Bcast(host, root=root)
+        a[...] = B.to_device(host, "cupy")
+        return a
+
+    def broadcast_object(self, obj, root: int = 0):
+        return self.comm.bcast(obj, root=root)
+
+    def allgather_object(self, obj) -> list:
+        return self.comm.allgather(obj)
+
+    def sum_numbers(self, values) -> list:
+        host = B.numpy.asarray([float(v) for v in values], dtype=B.numpy.float64)
+        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+        return host.tolist()
+
+    def fail(self, exc: BaseException) -> None:
+        """Say which rank failed and why on stderr, then end every rank (``MPI_Abort``): the job
+        stops within a second instead of waiting forever in the next collective."""
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
+            f"{type(exc).__name__}: {exc}"
+        sys.stderr.write(f"minirattn: rank {self.rank} of {self.size} failed ({what}); ending "
+                         f"all {self.size} ranks\n")
+        sys.stderr.flush()
+        self.comm.Abort(1)
+
+    def _nccl_comm(self):
+        if self._nccl is None:
+            module = B.nccl()
+            if module is None:
+                self._nccl = False
+            else:
+                uid = self.comm.bcast(module.get_unique_id() if self.rank == 0 else None, root=0)
+                self._nccl = module.NcclCommunicator(self.size, uid, self.rank)
+        return self._nccl or None
+
+
+class ThreadRanks:
+    """N simulated ranks in one process, one thread each, for tests and tutorials.
+
+    ``ThreadRanks(n).run(fn, args)`` calls ``fn(comm, *args[r])`` in thread r, where ``comm`` is
+    that rank's communicator; their ``allreduce`` adds the ranks' arrays in rank order (so every
+    rank gets bit-identical sums). Returns the results in rank order; an error in one rank is
+    raised after the others are released."""
+
+    def __init__(self, size: int, timeout: float = 60.0):
+        self.size, self.timeout = size, timeout
+        self._cond = threading.Condition()
+        self._calls = [0] * size                        # collectives each rank has entered
+        self._rounds = {}                               # call number -> {rank: value}
+        self._failed = None
+
+    def _exchange(self, rank, value):
+        """Every rank's ``value`` of this rank's next collective, in rank order. A round all
+        ranks reached completes even if a rank fails later; one a rank never reaches raises."""
+        with self._cond:
+            k = self._calls[rank]
+            self._calls[rank] += 1
+            round_ = self._rounds.setdefault(k, {})
+            round_[rank] = value
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: len(round_) == self.size or self._failed is not None,
+                                self.timeout)
+            if len(round_) < self.size:
+                raise threading.BrokenBarrierError(
+                    f"simulated rank {rank}: rank {self._failed} failed or the others did not "
+                    f"reach collective {k} within {self.timeout} s")
+            values = [round_[r] for r in range(self.size)]
+            if all(c > k for c in self._calls) and k - 1 in self._rounds:
+                del self._rounds[k - 1]                 # everyone is past the one before
+            return values
+
+    def _fail(self, rank):
+        with self._cond:
+            self._failed = rank
+            self._cond.notify_all()
+
+    def communicator(self, rank: int) -> Communicator:
+        ranks = self
+
+        class Simulated(Communicator):
+            def allreduce(self, a):
+                parts = ranks._exchange(self.rank, a.copy())
+                total = parts[0].copy()
+                for p in parts[1:]:
+                    total += p
+                a[...] = total
+                return a
+
+            def broadcast(self, a, root: int = 0):
+                a[...] = ranks._exchange(self.rank, a.copy())[root]
+                return a
+
+            def broadcast_object(self, obj, root: int = 0):
+                return ranks._exchange(self.rank, obj)[root]
+
+            def allgather_object(self, obj) -> list:
+                return ranks._exchange(self.rank, obj)
+
+            def sum_numbers(self, values) -> list:
+                parts = ranks._exchange(self.rank, [float(v) for v in values])
+                return [sum(col) for col in zip(*parts)]
+
+        comm = Simulated()
+        comm.rank, comm.size = rank, self.size
+        return comm
+
+    def run(self, fn, args) -> list:
+        results, errors = [None] * self.size, [None] * self.size
+
+        def body(r):
+            try:
+                results[r] = fn(self.communicator(r), *args[r])
+            except BaseException as exc:                # noqa: B902 - re-raised below
+                errors[r] = exc
+                self._fail(r)                           # release the others
+
+        threads = [threading.Thread(target=body, args=(r,)) for r in range(self.size)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        real = [e for e in errors if e is not None
+                and not isinstance(e, threading.BrokenBarrierError)]
+        broken = [e for e in errors if e is not None]
+        if real or broken:
+            raise (real or broken)[0]
+        return results
+
+
+def communicator(distributed) -> Communicator:
+    """The communicator of a run: ``distributed`` False -> one process; True -> MPI (an error
+    without mpi4py); "auto" -> MPI when a launcher started more than one rank."""
+    if distributed is True or (distributed == "auto" and launched_ranks() > 1):
+        return MPICommunicator()
+    return Communicator()
+
+
+# ---- the model across ranks --------------------------------------------------------------
+def sync_batchnorm(model, comm: Communicator, enabled: bool = True) -> int:
+    """Make every batch norm of ``model`` sum its statistics over ``comm``'s ranks (or, with
+    ``enabled=False``, normalise each rank's shard alone). Returns how many it changed."""
+    layers = [m for m in model.modules() if hasattr(m, "reduce") and "running_mean" in m.buffers]
+    for m in layers:
+        m.reduce = comm.reduce if enabled else None
+    return len(layers)
+
+
+def broadcast_model(model, comm: Communicator) -> None:
+    """Copy rank 0's parameters and buffers (running statistics) into every rank's model."""
+    if comm.size == 1:
+        return
+    for prefix, m in model.named_modules():
+        for store in (m.params, m.buffers):
+            for k, v in store.items():
+                comm.broadcast(v)
+
+
+def allreduce_gradients(model, comm: Communicator) -> None:
+    """Sum the gradients over the ranks: one all-reduce of each flat gradient buffer (the
+    optimiser lays them out), else one per tensor."""
+    if comm.size == 1:
+        return
+    groups = model.flat_groups
+    if groups:
+        for group in groups.values():
+            comm.allreduce(group.grads)
+        return
+    for _, _, g in model.named_parameters():
+        comm.allreduce(g)
+
+
+def weights_checksum(model) -> str:
+    """A hash of the exact bytes of every parameter and buffer (one copy to the host)."""
+    h = hashlib.sha256()
+    for name, v in model.state_dict().items():
+        h.update(name.encode())
+        h.update(B.numpy.ascontiguousarray(B.to_numpy(v)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_same_weights(model, comm: Communicator, iteration: int) -> None:
+    """Raise :class:`DistributedError` on every rank if the ranks' weights are not bit-identical
+    (they are kept so by the all-reduce: every rank applies the same summed gradient)."""
+    if comm.size == 1:
+        return
+    sums = comm.allgather_object(weights_checksum(model))
+    if len(set(sums)) > 1:
+        groups = {}
+        for r, s in enumerate(sums):
+            groups.setdefault(s, []).append(r)
+        raise DistributedError(
+            f"the ranks' weights differ at iteration {iteration} (ranks grouped by checksum: "
+            f"{sorted(groups.values())}); training stopped. Something made the ranks compute "
+            f"different steps (other code or data on some machine, a non-deterministic "
+            f"reduction); the last checkpoint holds rank 0's weights")
+
+
+def check_setup(comm: Communicator, *, batch_size: int, backend: str, dtype) -> None:
+    """Before any training: every rank must run the same code on the same backend and dtype, and
+    the global batch must split evenly. Raises :class:`DistributedError` on every rank."""
+    if comm.size == 1:
+        return
+    if batch_size % comm.size:
+        lower = batch_size - batch_size % comm.size
+        raise DistributedError(
+            f"batch_size {batch_size} does not split evenly over {comm.size} ranks: choose a "
+            f"multiple of {comm.size} (e.g. {lower or comm.size} or {lower + comm.size}), so that "
+            f"every rank does the same work")
+    mine = dict(version=_version(), code=code_fingerprint(), backend=backend, dtype=str(dtype),
+                python=sys.version.split()[0])
+    everyone = comm.allgather_object(mine)
+    for key in mine:
+        values = [e[key] for e in everyone]
+        if len(set(values)) > 1:
+            raise DistributedError(
+                f"the ranks do not agree on {key}: "
+                + ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
+                + ". Every rank must run the same minirattn on the same backend")
+
+
+def pick_device(comm: Communicator, backend: str) -> None:
+    """On CuPy, rank r takes the GPU of its local rank (one GPU per rank on each machine)."""
+    if backend == "cupy" and comm.size > 1:
+        local = getattr(comm, "local_rank", None)
+        if local is None:
+            local = next((int(os.environ[v]) for v in LAUNCHER_LOCAL_RANK_VARS
+                          if os.environ.get(v, "").isdigit()), 0)
+        B.use_device(local)
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
