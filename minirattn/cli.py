@@ -8,10 +8,12 @@
     minirattn plot --metrics runs/shapes-attention56_small/metrics.json --out curves.png
     minirattn models                # the registry with parameter counts
     minirattn check                 # prove every op's backward on this machine
+    mpiexec -n 2 minirattn train    # data-parallel on 2 ranks (pip install 'minirattn[dist]')
 
 A mistake (a bad option, a missing or damaged file, a folder that cannot be written) ends with one
 line naming what was wrong and exit status 2; a run whose loss blows up, with status 3. --debug (or
-MINIRATTN_DEBUG=1) shows the Python traceback instead.
+MINIRATTN_DEBUG=1) shows the Python traceback instead. Under mpiexec, rank 0 alone prints; an
+error on one rank only ends every rank with a line naming the failed rank.
 """
 from __future__ import annotations
 
@@ -87,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the first N test images (shapes: generate N; default 2000)")
     t.add_argument("--no-augment", action="store_true", help="no random crops and flips")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--distributed", default="auto", choices=["auto", "yes", "no"],
+                   help="data-parallel over the ranks mpiexec started (auto: when there are "
+                        "several); --batch-size is then the global batch")
+    t.add_argument("--no-sync-batchnorm", action="store_true",
+                   help="data-parallel: normalise each rank's shard alone instead of the global "
+                        "batch")
 
     e = command("evaluate", help="test accuracy of a saved checkpoint")
     e.add_argument("--checkpoint", required=True, help="a ckpt-*.rattn file")
@@ -116,6 +124,10 @@ def main(argv=None) -> int:
     2 a mistake in the input, 3 training diverged)."""
     args = build_parser().parse_args(argv)
     debug = args.debug or args.debug_first or os.environ.get("MINIRATTN_DEBUG") == "1"
+    from .distributed import DistributedError, launched_rank
+    # under mpiexec every error that reaches this point happened on every rank alike (one that
+    # only one rank met has ended the job already, naming the rank): rank 0 alone says it
+    stderr = sys.stderr if launched_rank() == 0 else open(os.devnull, "w")
     from .backend import BackendError
     from .train import TrainingDiverged
     try:
@@ -127,21 +139,21 @@ def main(argv=None) -> int:
     except TrainingDiverged as exc:
         if debug:
             raise
-        print(f"minirattn: {exc}", file=sys.stderr)
+        print(f"minirattn: {exc}", file=stderr)
         return 3
-    except (ValueError, TypeError, OSError, BackendError) as exc:
+    except (ValueError, TypeError, OSError, BackendError, DistributedError) as exc:
         if debug:
             raise
-        print(f"minirattn: {exc}", file=sys.stderr)
+        print(f"minirattn: {exc}", file=stderr)
         return 2
     except KeyboardInterrupt:
-        print("minirattn: interrupted", file=sys.stderr)
+        print("minirattn: interrupted", file=stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if debug:
             raise
         print(f"minirattn: unexpected {type(exc).__name__}: {exc} (run again with --debug for the "
-              f"traceback, and please report it)", file=sys.stderr)
+              f"traceback, and please report it)", file=stderr)
         return 1
 
 
@@ -184,10 +196,14 @@ def _run(args) -> int:
         checkpoint_dir=args.checkpoint_dir or "auto",
         resume={None: False, "yes": True, "auto": "auto"}[args.resume],
         eval_every=args.eval_every, progress=not args.no_progress, augment=not args.no_augment,
-        n_train=args.n_train, n_test=args.n_test)
+        n_train=args.n_train, n_test=args.n_test,
+        distributed={"auto": "auto", "yes": True, "no": False}[args.distributed],
+        sync_batchnorm=not args.no_sync_batchnorm)
     result = train(config)
-    print(result.summary())
-    print(f"metrics: {result.metrics_path}")
+    from .distributed import launched_rank
+    if launched_rank() == 0:
+        print(result.summary())
+        print(f"metrics: {result.metrics_path}")
     return 0
 
 

@@ -37,6 +37,8 @@ from . import backend as B
 #: Variables a launcher sets to the number of ranks (MPICH/Hydra and Intel MPI, Open MPI,
 #: MVAPICH, Slurm's srun).
 LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+#: ... to this rank's index,
+LAUNCHER_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "SLURM_PROCID")
 #: ... and to the rank's index among those on the same machine (which GPU it takes).
 LAUNCHER_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
                             "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
@@ -59,6 +61,16 @@ def launched_ranks(environ=None) -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return 1
+
+
+def launched_rank(environ=None) -> int:
+    """This process's rank as the launcher's environment says (0 when not launched by one)."""
+    environ = os.environ if environ is None else environ
+    for name in LAUNCHER_RANK_VARS:
+        value = environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def shard(n: int, rank: int, size: int) -> tuple:
@@ -371,7 +383,7 @@ def check_same_weights(model, comm: Communicator, iteration: int) -> None:
             f"reduction); the last checkpoint holds rank 0's weights")
 
 
-def check_setup(comm: Communicator, *, batch_size: int, backend: str, dtype) -> None:
+def check_setup(comm: Communicator, *, batch_size: int, backend: str, dtype=None) -> None:
     """Before any training: every rank must run the same code on the same backend and dtype, and
     the global batch must split evenly. Raises :class:`DistributedError` on every rank."""
     if comm.size == 1:
@@ -392,6 +404,14 @@ def check_setup(comm: Communicator, *, batch_size: int, backend: str, dtype) -> 
                 f"the ranks do not agree on {key}: "
                 + ", ".join(f"rank {r}: {v}" for r, v in enumerate(values))
                 + ". Every rank must run the same minirattn on the same backend")
+
+
+def describe_ranks(comm: Communicator) -> str:
+    """'rank 0: pid 812 on node1, rank 1: ...' (a collective): a launcher's report of a killed
+    process names its pid, this says which rank that was."""
+    import socket
+    where = comm.allgather_object((os.getpid(), socket.gethostname()))
+    return ", ".join(f"rank {r}: pid {pid} on {host}" for r, (pid, host) in enumerate(where))
 
 
 def pick_device(comm: Communicator, backend: str) -> None:

@@ -19,7 +19,7 @@ from .optim import PAPER_ITERATIONS
 #: Settings that say where and how a run goes, not what it computes: a resumed run may change
 #: them, and ``to_dict`` leaves the machine-specific ones out.
 PLACE_FIELDS = ("data_dir", "download", "backend", "checkpoint_dir", "resume", "progress",
-                "log_every", "eval_every", "keep_checkpoints")
+                "log_every", "eval_every", "keep_checkpoints", "distributed", "sync_batchnorm")
 
 #: Settings a resumed run may change besides PLACE_FIELDS: the base learning rate (lower it after
 #: a blow-up). Every change is recorded in the run's ``resumes``. Everything else is the run's
@@ -33,7 +33,7 @@ AUTO = "auto"
 
 #: Settings that belong to this machine, not to the run: ``to_dict`` (what checkpoints record)
 #: leaves them out.
-MACHINE_FIELDS = ("data_dir", "backend", "checkpoint_dir", "resume", "progress")
+MACHINE_FIELDS = ("data_dir", "backend", "checkpoint_dir", "resume", "progress", "distributed")
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,16 @@ class TrainConfig:
     checkpoint_dir: "auto" (runs/<dataset>-<arch>[-N]), a folder, or None to keep nothing;
     resume: False (a new run; a folder holding checkpoints is refused), True (continue the newest
     good checkpoint; nothing to continue is an error) or "auto" (continue if there is one);
+    dtype: "float32" (the paper's and the default) or "float64" (slow; for exact comparisons);
     n_train / n_test: use the first images only (``shapes``: how many to generate, 10,000 /
     2,000 when left None); model_kwargs: fields of the network's NetworkSpec to override;
     attention / learning / mask: the paper's ablations (Tables 1, 3, 4); label_noise: 1 - r of
     Eq. (7). LR ``lr`` divided by 10 at 40% and 60% of ``iterations``.
+    distributed: False (one process), True (the ranks ``mpiexec`` started; needs the ``dist``
+    extra) or "auto" (data-parallel when launched on more than one rank); ``batch_size`` is then
+    the global batch, split over the ranks. sync_batchnorm: batch norm over the global batch
+    (default; N ranks then compute the step one process computes), or False: each rank's shard
+    alone (minirattn.distributed).
     """
     arch: str = "attention92"
     dataset: str = "cifar10"
@@ -65,6 +71,7 @@ class TrainConfig:
     n_train: int | None = None
     n_test: int | None = None
     model_kwargs: dict = field(default_factory=dict)
+    dtype: str = "float32"
     # where and how (PLACE_FIELDS)
     data_dir: str | None = None
     download: bool = False
@@ -75,6 +82,8 @@ class TrainConfig:
     log_every: int = 10
     eval_every: int = 2000
     keep_checkpoints: int = 3
+    distributed: bool | str = False
+    sync_batchnorm: bool = True
 
     def __post_init__(self):
         check_choice("arch", self.arch, sorted(REGISTRY))
@@ -95,6 +104,9 @@ class TrainConfig:
             raise TypeError(f"model_kwargs: expected a dict of NetworkSpec fields, got "
                             f"{type(self.model_kwargs).__name__}")
         check_choice("resume", self.resume, (False, True, "auto"))
+        check_choice("dtype", self.dtype, ("float32", "float64"))
+        check_choice("distributed", self.distributed, (False, True, "auto"))
+        check_choice("sync_batchnorm", self.sync_batchnorm, (True, False))
         if self.resume and not self.checkpoint_dir:
             raise ValueError(f"resume={self.resume!r} needs checkpoint_dir (where to look for "
                              f"checkpoints)")

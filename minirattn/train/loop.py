@@ -8,7 +8,12 @@ takes another ``step``, e.g. a data-parallel one), :class:`MetricLog` (logging),
 :func:`save_run` (checkpoints and metrics).
 
 On CuPy everything stays on the device; a training step makes no device sync and the loop reads
-numbers back only when it logs (every ``log_every`` iterations) and evaluates. A NaN or infinite
+numbers back only when it logs (every ``log_every`` iterations) and evaluates.
+
+Data-parallel (``distributed``; minirattn.distributed): every rank takes its slice of the same
+global batch, the step all-reduces the gradients, logging and evaluation sum over the ranks, and
+rank 0 alone decides where the run goes, writes checkpoints and shows progress. An error on one
+rank ends every rank (naming it); an error every rank meets alike is raised on each. A NaN or infinite
 training loss, test loss or weight stops training with a message naming the last good checkpoint;
 checkpoints are only written from states whose test loss and weights are finite.
 """
@@ -22,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import backend as B
+from .. import distributed as D
 from .. import functional as F
 from ..checks import check_positive_int
 from ..data import BatchStream, eval_batches, load_dataset, normalize, pixel_mean
@@ -35,7 +41,9 @@ from .optim import SGD, StepSchedule
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite (seen by every rank alike: the sums are global)."""
+
+    all_ranks = True
 
 
 @dataclass
@@ -98,7 +106,7 @@ def model_settings(config: TrainConfig, num_classes: int, image_shape) -> dict:
     """What :func:`rebuild_model` needs to build the run's network again (saved in checkpoints)."""
     C, H, _ = image_shape
     return dict(arch=config.arch, num_classes=num_classes, attention=config.attention,
-                learning=config.learning, mask=config.mask,
+                learning=config.learning, mask=config.mask, dtype=config.dtype,
                 spec={"in_channels": C, "input_size": H, **config.model_kwargs})
 
 
@@ -106,7 +114,8 @@ def rebuild_model(settings: dict, seed: int = 0):
     """The network :func:`model_settings` describes, freshly initialised from ``seed``."""
     return build(settings["arch"], num_classes=settings["num_classes"],
                  attention=settings["attention"], learning=settings["learning"],
-                 mask=settings["mask"], seed=seed, **settings["spec"])
+                 mask=settings["mask"], seed=seed, dtype=settings.get("dtype", "float32"),
+                 **settings["spec"])
 
 
 def build_model(config: TrainConfig, data: TrainData):
@@ -209,13 +218,25 @@ def prepare_checkpoint_dir(config: TrainConfig, model, echo=print) -> None:
              f"checkpoints and the one being written take about {need / 2**20:.2f} MiB")
 
 
-def train_step(model, optimizer, x, y, lr):
+def train_step(model, optimizer, x, y, lr, comm=None, global_batch=None):
     """One iteration on a batch already on the model's device: forward, softmax cross-entropy,
-    backward, optimiser step. Returns (loss, number correct), both still on the device."""
+    backward, optimiser step. Returns (loss, number correct), both still on the device.
+
+    Data-parallel (``comm`` of more than one rank): ``x, y`` are this rank's shard of a global
+    batch of ``global_batch``; the loss gradient is scaled by the shard's share n / B so that the
+    ranks' gradients sum to the global mean loss's, and the flat gradient buffers are summed over
+    the ranks before the update. The loss returned is the shard's share of the global mean."""
     logits = model(x)
     loss, dlogits = F.softmax_cross_entropy(logits, y, validate=False)
+    distributed = comm is not None and comm.size > 1
+    if distributed:
+        share = len(y) / global_batch
+        dlogits *= share
+        loss = loss * share
     model.zero_grad()
     model.backward(dlogits)
+    if distributed:
+        D.allreduce_gradients(model, comm)
     optimizer.step(lr)
     return loss, (logits.argmax(axis=1) == y).sum()
 
@@ -224,8 +245,10 @@ class MetricLog:
     """Sums loss and accuracy on the device between log steps and turns them into history rows
     (one read-back per row); says when the loss is not finite."""
 
-    def __init__(self, backend: str, history: list, elapsed_before: float = 0.0):
+    def __init__(self, backend: str, history: list, elapsed_before: float = 0.0,
+                 comm: D.Communicator | None = None):
         xp = B.get(backend)
+        self.comm = comm or D.Communicator()
         self.loss = xp.zeros((), dtype=xp.float32)
         self.correct = xp.zeros((), dtype=xp.int64)
         self.seen, self.steps, self.history = 0, 0, history
@@ -241,10 +264,10 @@ class MetricLog:
     def row(self, iteration: int, lr: float) -> dict:
         """The history row for the steps since the last row (mean loss, accuracy, images/s,
         elapsed time); resets the sums. The caller checks that the loss is finite."""
+        loss, correct, seen = self.comm.sum_numbers([self.loss, self.correct, self.seen])
         now = time.perf_counter()
-        row = dict(iteration=iteration, lr=lr, loss=float(self.loss) / self.steps,
-                   train_acc=int(self.correct) / self.seen,
-                   images_per_s=self.seen / (now - self.t_log), elapsed_s=now - self.t_start)
+        row = dict(iteration=iteration, lr=lr, loss=loss / self.steps, train_acc=correct / seen,
+                   images_per_s=seen / (now - self.t_log), elapsed_s=now - self.t_start)
         self.loss[...] = 0
         self.correct[...] = 0
         self.seen, self.steps, self.t_log = 0, 0, now
@@ -255,18 +278,25 @@ class MetricLog:
         self.t_log = time.perf_counter()
 
 
-def evaluate(model, x_uint8, y, mean, batch_size=500):
-    """(accuracy, mean loss) of ``model`` in eval mode on uint8 images."""
+def evaluate(model, x_uint8, y, mean, batch_size=500, comm=None):
+    """(accuracy, mean loss) of ``model`` in eval mode on uint8 images; with a ``comm`` of several
+    ranks each evaluates its slice and the sums are added up."""
     name = model.backend
     correct, loss_sum = 0, 0.0
+    n = len(y)
+    if comm is not None and comm.size > 1:
+        lo, hi = D.shard(n, comm.rank, comm.size)
+        x_uint8, y = x_uint8[lo:hi], y[lo:hi]
     with model.mode(False):
         for xb, yb in eval_batches(x_uint8, y, mean, batch_size):
-            xd, yd = B.to_device(xb, name), B.to_device(yb, name)
+            xd, yd = B.to_device(xb.astype(model.dtype, copy=False), name), B.to_device(yb, name)
             logits = model(xd)
             loss, _ = F.softmax_cross_entropy(logits, yd, validate=False)
             correct += int((logits.argmax(axis=1) == yd).sum())
             loss_sum += float(loss) * len(yb)
-    return correct / len(y), loss_sum / len(y)
+    if comm is not None:
+        correct, loss_sum = comm.sum_numbers([correct, loss_sum])
+    return correct / n, loss_sum / n
 
 
 def run_record(config: TrainConfig, data: TrainData, model) -> dict:
@@ -332,12 +362,35 @@ def _show(bar, config, row, test_acc, echo):
 # ---- the loop ------------------------------------------------------------------------------
 def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
     """Run ``config`` from its start or its last checkpoint; ``step(model, optimizer, x, y, lr)``
-    makes one iteration (default :func:`train_step`) and returns (loss, number correct)."""
+    makes one iteration (default :func:`train_step`) and returns (loss, number correct); when
+    data-parallel it is also given ``comm=`` and ``global_batch=``.
+
+    Data-parallel runs (``config.distributed``) end every rank when one fails: an error only
+    one rank meets is reported with its rank and the job is aborted (``MPI_Abort``)."""
+    comm = D.communicator(config.distributed)
+    try:
+        return _train(config, comm, step, echo)
+    except BaseException as exc:
+        if comm.size > 1 and not getattr(exc, "all_ranks", False):
+            comm.fail(exc)                                 # ends every rank, this one too
+        raise
+
+
+def _start(config: TrainConfig, echo):
+    """Where the run goes and what it continues from (rank 0 decides for every rank)."""
     config = resolve_checkpoint_dir(config)
-    resume_from = resume_point(config, echo)
-    data = prepare_data(config, echo)
+    return config, resume_point(config, echo)
+
+
+def _train(config: TrainConfig, comm, step, echo) -> TrainResult:
+    lead = comm.rank == 0
+    say = echo if lead else (lambda *args, **kwargs: None)
+    D.check_setup(comm, batch_size=config.batch_size, backend=config.backend)
+    D.pick_device(comm, config.backend)
+    config, resume_from = comm.collective(_start, config, say)
+    data = prepare_data(config, say)
     model = build_model(config, data)
-    prepare_checkpoint_dir(config, model, echo)
+    comm.collective(prepare_checkpoint_dir, config, model, say)
     record = run_record(config, data, model)
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     schedule = StepSchedule(config.lr, config.iterations)
@@ -347,30 +400,51 @@ def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
         model.load_state_dict(_section(arrays, "model"))
         optimizer.load_state_dict(_section(arrays, "optim"))
         start, history = meta["iteration"], meta["history"]
+        saved_ranks = meta["config"].get("ranks", 1)
+        if saved_ranks != comm.size:
+            changed = dict(changed, ranks=(saved_ranks, comm.size))
         record["resumes"] = list(meta["config"].get("resumes", [])) + [dict(
             iteration=start, checkpoint=os.path.basename(last_ckpt),
             changed={k: list(v) for k, v in changed.items()})]
-        echo(f"resuming from {last_ckpt} at iteration {start}"
-             + "".join(f", {k} {a} -> {b}" for k, (a, b) in changed.items()))
+        say(f"resuming from {last_ckpt} at iteration {start}"
+            + "".join(f", {k} {a} -> {b}" for k, (a, b) in changed.items()))
+    record["ranks"] = comm.size
+    extra = {}
+    if comm.size > 1:
+        D.sync_batchnorm(model, comm, config.sync_batchnorm)
+        D.broadcast_model(model, comm)
+        extra = dict(comm=comm, global_batch=config.batch_size)
     if config.progress:
-        echo(f"{config.arch} ({record['parameters']:,} parameters) on {config.dataset}: "
-             f"{data.n_train} training and {len(data.y_test)} test images, {config.iterations} "
-             f"iterations of batch {config.batch_size}, backend {config.backend}")
-    log = MetricLog(config.backend, history, history[-1]["elapsed_s"] if history else 0.0)
+        ranks = (f" on {comm.size} ranks ({config.batch_size // comm.size} images each, batch "
+                 f"norm {'synchronized' if config.sync_batchnorm else 'per rank'}; "
+                 f"{D.describe_ranks(comm)})" if comm.size > 1 else "")
+        say(f"{config.arch} ({record['parameters']:,} parameters) on {config.dataset}: "
+            f"{data.n_train} training and {len(data.y_test)} test images, {config.iterations} "
+            f"iterations of batch {config.batch_size}, backend {config.backend}{ranks}")
+    log = MetricLog(config.backend, history, history[-1]["elapsed_s"] if history else 0.0, comm)
     test_acc = history[-1].get("test_acc") if history else None
-    bar = _progress(config.iterations, start, config.progress)
+    bar = _progress(config.iterations, start, config.progress and lead)
 
     def diverged(what, lr):
         return TrainingDiverged(
             f"{what} (lr {lr}); training stopped. The last good checkpoint is "
             f"{last_ckpt or '(none written yet)'}: resume from it with a lower lr "
             f"(resume=True, lr=...; --resume --lr ...).")
+
+    def test():
+        if comm.size > 1 and not config.sync_batchnorm:
+            D.broadcast_model(model, comm)                 # rank 0's running statistics
+        return evaluate(model, data.x_test, data.y_test, data.mean, comm=comm)
     try:
         for it in range(start, config.iterations):
             xb, yb = data.stream.batch(it)
+            if comm.size > 1:
+                lo, hi = D.shard(len(yb), comm.rank, comm.size)
+                xb, yb = xb[lo:hi], yb[lo:hi]
             lr = schedule(it)
+            xb = xb.astype(config.dtype, copy=False)
             loss, correct = step(model, optimizer, B.to_device(xb, config.backend),
-                                 B.to_device(yb, config.backend), lr)
+                                 B.to_device(yb, config.backend), lr, **extra)
             log.add(loss, correct, len(yb))
             done = it + 1
             evaluate_now = done % config.eval_every == 0 or done == config.iterations
@@ -381,25 +455,27 @@ def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
                     raise diverged(f"the training loss became {row['loss']} between iterations "
                                    f"{done - steps} and {done}", lr)
                 if evaluate_now:
-                    test_acc, test_loss = evaluate(model, data.x_test, data.y_test, data.mean)
+                    test_acc, test_loss = test()
                     finite_weights = weights_finite(model)
                     if not (math.isfinite(test_loss) and finite_weights):
                         raise diverged(f"the test loss became {test_loss} at iteration {done} "
                                        f"(weights finite: {finite_weights})", lr)
+                    D.check_same_weights(model, comm, done)
                     row.update(test_acc=test_acc, test_loss=test_loss)
                     log.restart_clock()
                 history.append(row)
-                _show(bar, config, row, test_acc, echo)
+                if lead:
+                    _show(bar, config, row, test_acc, echo)
                 if evaluate_now and config.checkpoint_dir:
-                    last_ckpt = save_run(config, record, model, optimizer, data.mean, history, done,
-                                         last_good=last_ckpt)
+                    last_ckpt = comm.collective(save_run, config, record, model, optimizer,
+                                                data.mean, history, done, last_good=last_ckpt)
             if bar is not None:
                 bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     if test_acc is None:   # resumed at the end: nothing left to train
-        test_acc, _ = evaluate(model, data.x_test, data.y_test, data.mean)
+        test_acc, _ = test()
     folder = config.checkpoint_dir
     metrics_path = os.path.join(folder, "metrics.json") if folder else None
     return TrainResult(history, test_acc, last_ckpt, metrics_path, record, model)
@@ -487,5 +563,6 @@ def predict(model, x_uint8, mean):
     """(normalised images, predicted classes) of ``model`` in eval mode, on the host."""
     x = normalize(x_uint8, mean)
     with model.mode(False):
-        preds = B.to_numpy(model(B.to_device(x, model.backend)).argmax(axis=1))
+        xd = B.to_device(x.astype(model.dtype, copy=False), model.backend)
+        preds = B.to_numpy(model(xd).argmax(axis=1))
     return x, preds

@@ -1,0 +1,164 @@
+"""Data-parallel training across real processes: each test launches ``mpiexec`` with a time limit
+(the ranks run tests/mpi_worker.py or the ``minirattn`` command). Needs the ``dist`` extra
+(mpi4py and MPICH from PyPI); skipped cleanly without it, unless MINIRATTN_REQUIRE_MPI=1 (CI) makes
+that a failure."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minirattn.train import load_checkpoint
+
+HERE = Path(__file__).parent
+WORKER = str(HERE / "mpi_worker.py")
+#: Seconds a launched job may take before the test fails (it is killed, never left hanging).
+LIMIT = 120
+#: Seconds from a rank's failure to the end of the whole job that the tests accept.
+FAIL_BOUND = 10
+
+
+def _mpi_missing():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install -e '.[dist]')"
+    if shutil.which("mpiexec") is None:
+        return "no mpiexec on PATH (pip install -e '.[dist]' installs MPICH's)"
+    return None
+
+
+MISSING = _mpi_missing()
+if MISSING and os.environ.get("MINIRATTN_REQUIRE_MPI") == "1":
+    raise RuntimeError(f"MINIRATTN_REQUIRE_MPI=1 but {MISSING}")
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
+
+
+def launch(n, *args, env=None):
+    """Run ``mpiexec -n n ARGS`` in its own process group; kill the group after LIMIT seconds.
+    Returns (exit status, stdout + stderr, seconds)."""
+    environ = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **(env or {}))
+    environ["PYTHONPATH"] = os.pathsep.join([str(HERE), environ.get("PYTHONPATH", "")])
+    cmd = ["mpiexec", "-n", str(n), *args] if n else list(args)
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=environ, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=LIMIT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} did not finish within {LIMIT} s:\n{out[-3000:]}")
+    return proc.returncode, out, time.monotonic() - t0
+
+
+def worker(n, *args):
+    return launch(n, sys.executable, WORKER, *[str(a) for a in args])
+
+
+@pytest.mark.parametrize("dtype,ranks,batch,bound", [
+    ("float64", 2, 8, 1e-11),
+    ("float64", 2, 7, 1e-11),        # uneven shards: 4 + 3
+    ("float64", 3, 7, 1e-11),        # 3 + 2 + 2
+    ("float32", 2, 8, 5e-5),         # each step's gradients, to float32 round-off
+    ("float32", 2, 7, 5e-5),
+])
+def test_ranks_at_global_batch_b_give_the_weights_of_one_process_at_batch_b(
+        tmp_path, dtype, ranks, batch, bound):
+    out = tmp_path / "result.json"
+    code, log, _ = worker(ranks, "equivalence", out, dtype, batch, 4, 0.01)
+    assert code == 0, log
+    result = json.loads(out.read_text())
+    assert result["ranks"] == ranks
+    assert result["moved"] > 1e-3                   # the steps changed the weights
+    assert result["worst_relative"] < bound, result
+    if dtype == "float32":             # as close to float64 as one float32 process gets
+        assert result["worst_relative"] < 3 * result["single_process"], result
+
+
+def weights(path):
+    arrays, meta = load_checkpoint(str(path))
+    return {k: v for k, v in arrays.items() if k.startswith("model.")}, meta
+
+
+def assert_close(a, b, rtol):
+    for k in a:
+        scale = max(float(np.abs(b[k]).max()), 1e-6)
+        assert float(np.abs(a[k] - b[k]).max()) <= rtol * scale, k
+
+
+def test_two_ranks_train_the_run_one_process_trains_and_resume_on_either_count(tmp_path):
+    two, one = tmp_path / "two", tmp_path / "one"
+    code, log, _ = worker(2, "train", tmp_path / "two.json", 8, two)
+    assert code == 0, log
+    assert "rank 0: pid" in log and "rank 1: pid" in log     # which pid is which rank
+    code, log, _ = worker(0, "train", tmp_path / "one.json", 8, one)   # no mpiexec: 1 process
+    assert code == 0, log
+    w2, meta2 = weights(two / "ckpt-00000008.rattn")
+    w1, meta1 = weights(one / "ckpt-00000008.rattn")
+    assert meta2["config"]["ranks"] == 2 and meta1["config"]["ranks"] == 1
+    # float64, 8 steps at lr 0.1: round-off (1e-16) grows about tenfold a step on this net
+    assert_close(w2, w1, 1e-6)
+    # a checkpoint of 2 ranks resumed on 1 (and one of 1 on 2) continues the same run
+    for folder, n, other in ((two, 0, w1), (one, 2, w2)):
+        (folder / "ckpt-00000008.rattn").rename(folder / "finished.bak")
+        code, log, _ = worker(n, "train", tmp_path / "again.json", 8, folder)
+        assert code == 0, log
+        assert "resuming from" in log and "ckpt-00000004" in log
+        resumed, meta = weights(folder / "ckpt-00000008.rattn")
+        assert_close(resumed, other, 1e-6)
+        assert meta["config"]["resumes"][-1]["changed"]["ranks"] == ([2, 1] if n == 0 else [1, 2])
+
+
+@pytest.mark.parametrize("how", ["raise", "kill"])
+def test_a_failing_rank_ends_the_job_quickly_and_the_last_checkpoint_stays_readable(tmp_path,
+                                                                                    how):
+    marker, folder = tmp_path / "failed-at", tmp_path / "run"
+    code, log, _ = worker(2, "train", marker, 1000, folder, f"{how}:10")
+    ended = time.time()
+    assert code != 0, log
+    assert ended - float(marker.read_text()) < FAIL_BOUND, log
+    if how == "raise":
+        assert "rank 1 of 2 failed (RuntimeError: a failure injected by the test)" in log
+    else:                             # the launcher names the killed pid; the start names its rank
+        assert "BAD TERMINATION" in log and "rank 1: pid" in log
+    _, meta = weights(folder / "ckpt-00000008.rattn")         # written before the failure
+    assert meta["iteration"] == 8
+
+
+def test_bad_setups_fail_before_training_with_one_clear_line(tmp_path):
+    code, log, _ = launch(2, "minirattn", "train", "--batch-size", "7", "--iterations", "2",
+                          "--checkpoint-dir", str(tmp_path / "r"), "--no-progress")
+    assert code == 2
+    assert log.count("batch_size 7 does not split evenly over 2 ranks") == 1, log
+    assert not (tmp_path / "r").exists()
+    code, log, _ = worker(2, "version", tmp_path / "unused")
+    assert code != 0
+    assert "the ranks do not agree on code: rank 0: " in log and "rank 1: 0123456789abcdef" in log
+
+
+def test_distributed_without_mpi4py_is_refused_with_how_to_install_it():
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "from minirattn.cli import main\n"
+            "sys.exit(main(['train', '--distributed', 'yes', '--iterations', '1']))")
+    status, log, _ = launch(0, sys.executable, "-c", code)
+    assert status == 2
+    assert "distributed training needs mpi4py and an MPI library: pip install 'minirattn[dist]'" \
+        in log
+
+
+def test_the_command_line_trains_data_parallel_under_mpiexec(tmp_path):
+    folder = tmp_path / "cli"
+    code, log, _ = launch(2, "minirattn", "train", "--iterations", "2", "--batch-size", "8",
+                          "--n-train", "64", "--n-test", "16", "--eval-every", "2",
+                          "--checkpoint-dir", str(folder), "--no-progress")
+    assert code == 0, log
+    assert log.count("test accuracy") == 1                    # rank 0 alone reports
+    _, meta = weights(folder / "ckpt-00000002.rattn")
+    assert meta["config"]["ranks"] == 2 and meta["config"]["sync_batchnorm"] is True
