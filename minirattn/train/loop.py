@@ -13,9 +13,10 @@ numbers back only when it logs (every ``log_every`` iterations) and evaluates.
 Data-parallel (``distributed``; minirattn.distributed): every rank takes its slice of the same
 global batch, the step all-reduces the gradients, logging and evaluation sum over the ranks, and
 rank 0 alone decides where the run goes, writes checkpoints and shows progress. An error on one
-rank ends every rank (naming it); an error every rank meets alike is raised on each. A NaN or infinite
-training loss, test loss or weight stops training with a message naming the last good checkpoint;
-checkpoints are only written from states whose test loss and weights are finite.
+rank ends every rank (naming it); an error every rank meets alike is raised on each.
+
+A NaN or infinite training loss, test loss or weight stops training with a message naming the last
+good checkpoint; checkpoints are only written from states whose test loss and weights are finite.
 """
 from __future__ import annotations
 
