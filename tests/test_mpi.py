@@ -162,3 +162,64 @@ def test_the_command_line_trains_data_parallel_under_mpiexec(tmp_path):
     assert log.count("test accuracy") == 1                    # rank 0 alone reports
     _, meta = weights(folder / "ckpt-00000002.rattn")
     assert meta["config"]["ranks"] == 2 and meta["config"]["sync_batchnorm"] is True
+
+
+@pytest.fixture
+def two_network_namespaces(tmp_path):
+    """Two network namespaces joined by a veth pair (10.77.x.1 and .2), one per rank, and a
+    wrapper that runs rank r in namespace r talking over its veth end only. Needs root and the
+    ``ip`` command (CAP_NET_ADMIN); skipped where they are missing."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and the ip command to make network namespaces")
+    tag = f"mr{os.getpid() % 100000}"
+    names, ends = [f"{tag}n0", f"{tag}n1"], [f"{tag}v0", f"{tag}v1"]
+    subnet = f"10.77.{os.getpid() % 250}"
+
+    def ip(*args, ns=None):
+        cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip", *args]
+        return subprocess.run(cmd, capture_output=True, text=True)
+    made = ip("netns", "add", names[0])
+    if made.returncode != 0:
+        pytest.skip(f"cannot make network namespaces here: {made.stderr.strip()}")
+    try:
+        ip("netns", "add", names[1])
+        ip("link", "add", ends[0], "type", "veth", "peer", "name", ends[1])
+        for i in (0, 1):
+            ip("link", "set", ends[i], "netns", names[i])
+            ip("addr", "add", f"{subnet}.{i + 1}/24", "dev", ends[i], ns=names[i])
+            ip("link", "set", ends[i], "up", ns=names[i])
+            ip("link", "set", "lo", "up", ns=names[i])
+        wrapper = tmp_path / "in-namespace.sh"
+        wrapper.write_text("#!/bin/sh\n"
+                           f"case $PMI_RANK in 0) NS={names[0]} DEV={ends[0]};; "
+                           f"*) NS={names[1]} DEV={ends[1]};; esac\n"
+                           'exec ip netns exec $NS env UCX_NET_DEVICES=$DEV "$@"\n')
+        wrapper.chmod(0o755)
+        hosts = tmp_path / "hosts"
+        hosts.write_text("node-a:1\nnode-b:1\n")        # two "machines": no shared memory
+
+        def sent():
+            out = subprocess.run(["ip", "netns", "exec", names[0], "cat",
+                                  f"/sys/class/net/{ends[0]}/statistics/tx_bytes"],
+                                 capture_output=True, text=True).stdout
+            return int(out)
+        yield dict(wrapper=str(wrapper), hosts=str(hosts), sent=sent)
+    finally:
+        for name in names:
+            ip("netns", "delete", name)                 # deletes the veth pair with it
+
+
+def test_two_ranks_across_a_simulated_network(tmp_path, two_network_namespaces):
+    """The float64 equivalence again, with the ranks in two network namespaces on two "hosts":
+    MPICH talks TCP over the veth pair (UCX's tcp transport only), not shared memory."""
+    net = two_network_namespaces
+    before = net["sent"]()
+    out = tmp_path / "result.json"
+    code, log, _ = launch(2, "-launcher", "fork", "-f", net["hosts"], "-env", "UCX_TLS",
+                          "tcp,self", net["wrapper"], sys.executable, WORKER, "equivalence",
+                          str(out), "float64", "8", "4", "0.01")
+    assert code == 0, log
+    result = json.loads(out.read_text())
+    assert result["worst_relative"] < 1e-11, result
+    # the 4 gradient all-reduces alone (8 bytes per parameter) crossed the link
+    assert net["sent"]() - before > 4 * 8 * 5_000, "the ranks did not talk over the veth pair"
