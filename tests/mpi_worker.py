@@ -1,13 +1,14 @@
 """What the ranks of test_mpi.py run: ``mpiexec -n N python tests/mpi_worker.py CASE OUT [...]``.
 
-equivalence DTYPE BATCH STEPS LR: N ranks train the narrow test network for STEPS steps at global
+equivalence DTYPE BATCH STEPS LR [BACKEND]: N ranks train the narrow test network for STEPS steps at global
     batch BATCH (shards may be uneven) with synchronized batch norm; rank 0 trains the same network
     in one process in float64 on the whole batches alongside. float64: the two trajectories are
     compared (the largest weight difference at the end). float32: before each step the ranks take
     the float64 run's weights and velocities, and the step's gradients are compared with the
     float64 ones, as are those of one float32 process (a float32 trajectory is not compared whole:
     it drifts by round-off until a ReLU or max-pool decision tips, and from then on it measures
-    the tipping, not the step).
+    the tipping, not the step). BACKEND cupy: the ranks run on CuPy (the strict stand-in where
+    there is no GPU), their all-reduces through NCCL or host copies.
 train ITERATIONS FOLDER [FAIL]: train() on the tiny shapes run in float64, data-parallel,
     checkpoints in FOLDER; FAIL = "raise:K" or "kill:K" makes rank 1 raise or die (SIGKILL) in its K-th step,
     after writing the time to OUT.
@@ -22,23 +23,24 @@ import time
 import numpy as np
 
 from helpers import TINY_NET, TINY_RUN
+from minirattn import backend as B
 from minirattn import distributed as D
 from minirattn.models import build
 from minirattn.train import TrainConfig, train, train_step
 from minirattn.train.optim import SGD
 
 
-def equivalence(out, dtype, batch, steps, lr):
+def equivalence(out, dtype, batch, steps, lr, backend="numpy"):
     batch, steps, lr = int(batch), int(steps), float(lr)
     comm = D.MPICommunicator()
 
-    def network(dt):
+    def network(dt, where="numpy"):
         model = build("attention56", num_classes=3, seed=0, input_size=16, **TINY_NET)
-        model.to(dtype=dt)
+        model.to(where, dtype=dt)
         return model, SGD(model, lr=lr, momentum=0.9, weight_decay=1e-4)
 
     def grads(model):
-        return {name: g for name, _, g in model.named_parameters()}
+        return {name: B.to_numpy(g) for name, _, g in model.named_parameters()}
 
     def gap(model, ref):
         """Largest gradient difference over the largest gradient, over the whole network."""
@@ -54,7 +56,7 @@ def equivalence(out, dtype, batch, steps, lr):
         for v in opt._velocity.values():
             comm.broadcast(v)
     initial = network("float64")[0].state_dict()
-    model, opt = network(dtype)
+    model, opt = network(dtype, backend)
     D.sync_batchnorm(model, comm)
     D.broadcast_model(model, comm)
     if comm.rank == 0:
@@ -72,8 +74,8 @@ def equivalence(out, dtype, batch, steps, lr):
                      {k: v.copy() for k, v in ref_opt.state_dict().items()})
         if dtype == "float32":
             take(model, opt, state)
-        train_step(model, opt, x[lo:hi].astype(dtype), y[lo:hi], lr, comm=comm,
-                   global_batch=batch)
+        train_step(model, opt, B.to_device(x[lo:hi].astype(dtype), backend),
+                   B.to_device(y[lo:hi], backend), lr, comm=comm, global_batch=batch)
         if comm.rank == 0:
             train_step(ref, ref_opt, x, y, lr)
             if dtype == "float32":
@@ -83,7 +85,8 @@ def equivalence(out, dtype, batch, steps, lr):
                 gaps.append(gap(model, ref))
                 single_gaps.append(gap(single, ref))
     if comm.rank == 0:
-        mine, theirs = model.state_dict(), ref.state_dict()
+        mine = {k: B.to_numpy(v) for k, v in model.state_dict().items()}
+        theirs = ref.state_dict()
         if dtype == "float64":
             gaps = [max(float(np.abs(mine[k] - theirs[k]).max() / max(np.abs(theirs[k]).max(),
                                                                        1e-30)) for k in mine)]
@@ -121,9 +124,21 @@ def version(out):
     train(TrainConfig(distributed=True, **TINY_RUN, checkpoint_dir=None))
 
 
+def _real_gpu():
+    try:
+        B.get("cupy")
+        return True
+    except B.BackendError:
+        return False
+
+
 if __name__ == "__main__":
     case, out, *rest = sys.argv[1:]
-    if case == "equivalence":
+    if case == "equivalence" and rest[4:] == ["cupy"] and not _real_gpu():
+        from cupy_standin import installed             # the strict stand-in, as the gpu tests
+        with installed():
+            equivalence(out, *rest)
+    elif case == "equivalence":
         equivalence(out, *rest)
     elif case == "train":
         run_training(out, *rest)

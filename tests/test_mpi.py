@@ -82,6 +82,17 @@ def test_ranks_at_global_batch_b_give_the_weights_of_one_process_at_batch_b(
         assert result["worst_relative"] < 3 * result["single_process"], result
 
 
+@pytest.mark.gpu
+def test_ranks_on_cupy_give_the_weights_of_one_process(tmp_path):
+    """The CuPy path of the communicator (NCCL on a GPU; without one, the strict stand-in and the
+    host copies around MPI): 2 ranks in float64, uneven shards, against one NumPy process."""
+    out = tmp_path / "result.json"
+    code, log, _ = worker(2, "equivalence", out, "float64", 7, 4, 0.01, "cupy")
+    assert code == 0, log
+    result = json.loads(out.read_text())
+    assert result["moved"] > 1e-3 and result["worst_relative"] < 1e-11, result
+
+
 def weights(path):
     arrays, meta = load_checkpoint(str(path))
     return {k: v for k, v in arrays.items() if k.startswith("model.")}, meta
