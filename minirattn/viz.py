@@ -216,3 +216,52 @@ def plot_feature_response(responses: dict, path):
     ax.set_xlabel("stage"); ax.set_ylabel("mean |output|"); ax.set_yscale("log"); ax.legend()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_reproduction(results: dict, path):
+    """A table of ``minirattn reproduce``: test error (%) per variant, the mean over seeds with an
+    error bar of one standard deviation and a dot per seed, the paper's number as a cross (on its
+    own CIFAR-10 scale, right axis, as the two data sets differ). Fig. 4 instead: the last stage's
+    response over the first stage's, over training, one line per seed, ARL and NAL."""
+    plt = _plt()
+    table, runs = results["table"], results["runs"]
+    if table == "fig4":
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        colours = {"arl": "tab:blue", "nal": "tab:red"}
+        for r in runs:
+            its = [it for it, _ in r["response"]]
+            fade = [resp[-1] / resp[0] for _, resp in r["response"]]
+            ax.plot(its, fade, "o-", color=colours.get(r["label"], "k"), alpha=0.7,
+                    label=f"{r['label'].upper()}" if r["seed"] == 0 else None)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("stage 3 / stage 1 mean |output|")
+        ax.set_yscale("log")
+        ax.legend()
+        ax.set_title(results["title"], fontsize=8)
+        fig.tight_layout()
+        return _save(fig, path)
+    variants = results["summary"]["variants"]
+    labels = list(variants)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(labels) + 2), 3.6))
+    xs = range(len(labels))
+    means = [variants[k]["mean"] for k in labels]
+    sds = [variants[k]["sd"] for k in labels]
+    ax.bar(xs, means, yerr=sds, capsize=4, color="tab:blue", alpha=0.55,
+           label=f"here ({results['scale']} scale), mean +/- sd")
+    for r in runs:
+        ax.plot(labels.index(r["label"]), 100 * r["final_error"], "k.", alpha=0.6)
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, rotation=30 if len(labels) > 4 else 0, ha="right"
+                       if len(labels) > 4 else "center")
+    ax.set_ylabel("test error (%) here")
+    paper = [variants[k]["paper"] for k in labels]
+    if any(p is not None for p in paper):
+        ax2 = ax.twinx()
+        ax2.plot([i for i, p in zip(xs, paper) if p is not None], [p for p in paper if p],
+                 "rx", markersize=9, label="paper (CIFAR-10)")
+        ax2.set_ylabel("paper's test error (%)", color="tab:red")
+        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax.legend(handles=handles, fontsize=7, loc="upper left")
+    ax.set_title(results["title"], fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -361,16 +361,18 @@ def _show(bar, config, row, test_acc, echo):
 
 
 # ---- the loop ------------------------------------------------------------------------------
-def train(config: TrainConfig, *, step=train_step, echo=print) -> TrainResult:
+def train(config: TrainConfig, *, step=train_step, echo=print, on_evaluate=None) -> TrainResult:
     """Run ``config`` from its start or its last checkpoint; ``step(model, optimizer, x, y, lr)``
     makes one iteration (default :func:`train_step`) and returns (loss, number correct); when
-    data-parallel it is also given ``comm=`` and ``global_batch=``.
+    data-parallel it is also given ``comm=`` and ``global_batch=``. ``on_evaluate(model,
+    iteration, mean_image)``, if given, runs after every evaluation and returns a dict of
+    JSON values added to that history row (e.g. Fig. 4's feature response).
 
     Data-parallel runs (``config.distributed``) end every rank when one fails: an error only
     one rank meets is reported with its rank and the job is aborted (``MPI_Abort``)."""
     comm = D.communicator(config.distributed)
     try:
-        return _train(config, comm, step, echo)
+        return _train(config, comm, step, echo, on_evaluate)
     except BaseException as exc:
         if comm.size > 1 and not getattr(exc, "all_ranks", False):
             comm.fail(exc)                                 # ends every rank, this one too
@@ -383,7 +385,7 @@ def _start(config: TrainConfig, echo):
     return config, resume_point(config, echo)
 
 
-def _train(config: TrainConfig, comm, step, echo) -> TrainResult:
+def _train(config: TrainConfig, comm, step, echo, on_evaluate=None) -> TrainResult:
     lead = comm.rank == 0
     say = echo if lead else (lambda *args, **kwargs: None)
     D.check_setup(comm, batch_size=config.batch_size, backend=config.backend)
@@ -463,6 +465,8 @@ def _train(config: TrainConfig, comm, step, echo) -> TrainResult:
                                        f"(weights finite: {finite_weights})", lr)
                     D.check_same_weights(model, comm, done)
                     row.update(test_acc=test_acc, test_loss=test_loss)
+                    if on_evaluate is not None:
+                        row.update(on_evaluate(model, done, data.mean) or {})
                     log.restart_clock()
                 history.append(row)
                 if lead:
