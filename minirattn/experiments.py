@@ -208,10 +208,14 @@ def machine() -> dict:
                 python=platform.python_version(), numpy=B.numpy.__version__)
 
 
-def execute(config, table: Table, variant: Variant, seed: int, command: str = "") -> dict:
-    """Train one run (continuing its checkpoint if there is one) and write its ``result.json``;
-    returns the record. Fig. 4's runs also record each stage's response at every evaluation."""
+def execute(config, table: Table, variant: Variant, seed: int, command: str = "",
+            comm=None) -> dict:
+    """Train one run (continuing its checkpoint if there is one) and write its ``result.json``
+    (rank 0, the others waiting for it); returns the record. Fig. 4's runs also record each
+    stage's response at every evaluation."""
+    from .distributed import Communicator
     from .train import train
+    comm = comm or Communicator()
     on_evaluate = _response_recorder(config) if table.records_response else None
     result = train(config, on_evaluate=on_evaluate, echo=lambda *a, **k: None)
     curve = [(row["iteration"], 1 - row["test_acc"]) for row in result.history
@@ -225,14 +229,9 @@ def execute(config, table: Table, variant: Variant, seed: int, command: str = ""
     if table.records_response:
         record["response"] = [(row["iteration"], row["response"]) for row in result.history
                               if "response" in row]
-    if config.checkpoint_dir and _rank() == 0:
-        _write_json(os.path.join(config.checkpoint_dir, "result.json"), record)
+    if config.checkpoint_dir:
+        comm.collective(_write_json, os.path.join(config.checkpoint_dir, "result.json"), record)
     return record
-
-
-def _rank():
-    from .distributed import launched_rank
-    return launched_rank()
 
 
 def _response_recorder(config):
@@ -349,10 +348,13 @@ def reproduce(table: str, scale: str = "small", *, seeds: int = 3, jobs: int = 1
     """Run (or finish) every run of ``table`` at ``scale`` and write the results (see the module
     docstring). Everything is validated before any training; ``overrides`` replaces settings of
     every run (tests use it to make runs tiny). Returns the table's results dict."""
-    from .distributed import launched_ranks
+    from .distributed import communicator
     p = plan(table, scale, seeds, out)
     check_positive_int("jobs", jobs)
-    distributed = launched_ranks() > 1
+    comm = communicator("auto")                    # the ranks mpiexec started, or one process
+    distributed = comm.size > 1
+    if comm.rank > 0:
+        echo = lambda *args, **kwargs: None       # noqa: E731 - rank 0 reports
     if distributed and jobs > 1:
         raise ValueError(f"jobs={jobs} under mpiexec: the ranks already train each run "
                          f"together; run with jobs=1")
@@ -368,12 +370,12 @@ def reproduce(table: str, scale: str = "small", *, seeds: int = 3, jobs: int = 1
     echo(f"{p.table.title}: {len(configs)} runs ({len(p.table.variants)} variants x {seeds} "
          f"seeds), {done} already finished, {len(pending)} to run"
          + (f", {jobs} at a time" if jobs > 1 and pending else ""))
-    bar = _bar(len(configs), done, progress and _rank() == 0)
+    bar = _bar(len(configs), done, progress and comm.rank == 0)
     try:
         if jobs == 1:
             for i, config in pending:
                 variant, seed, _ = p.runs[i]
-                record = execute(config, p.table, variant, seed, command)
+                record = execute(config, p.table, variant, seed, command, comm)
                 _tick(bar, echo, record)
         else:
             _run_side_by_side(p, configs, pending, jobs, command, bar, echo)
@@ -390,12 +392,13 @@ def reproduce(table: str, scale: str = "small", *, seeds: int = 3, jobs: int = 1
                    settings=json.loads(json.dumps(SCALES[scale])), overrides=overrides or {},
                    command=command, commit=commit(), version=__version__, machine=machine(),
                    paper=PAPER[p.table.name], runs=records, summary=summary)
-    if _rank() == 0:
+    def publish():
         os.makedirs(out, exist_ok=True)
         _write_json(p.results_path, results)
-        results["figure"] = plot_table(results, p.results_path[:-5] + ".png")
-        echo(format_summary(p.table, scale, summary))
-        echo(f"results: {p.results_path}, figure: {results['figure']}")
+        return plot_table(results, p.results_path[:-5] + ".png")
+    results["figure"] = comm.collective(publish)
+    echo(format_summary(p.table, scale, summary))
+    echo(f"results: {p.results_path}, figure: {results['figure']}")
     return results
 
 

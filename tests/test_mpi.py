@@ -234,3 +234,19 @@ def test_two_ranks_across_a_simulated_network(tmp_path, two_network_namespaces):
     assert result["worst_relative"] < 1e-11, result
     # the 4 gradient all-reduces alone (8 bytes per parameter) crossed the link
     assert net["sent"]() - before > 4 * 8 * 5_000, "the ranks did not talk over the veth pair"
+
+
+def test_reproduce_under_mpiexec_runs_each_run_data_parallel(tmp_path):
+    code = ("import json, sys\n"
+            "from helpers import TINY_NET\n"
+            "from minirattn import experiments as E\n"
+            "tiny = dict(dataset='shapes', n_train=64, n_test=32, batch_size=8, iterations=4,\n"
+            "            eval_every=2, log_every=2, model_kwargs=TINY_NET)\n"
+            f"r = E.reproduce('table4', seeds=1, out={str(tmp_path)!r}, overrides=tiny,\n"
+            "                progress=False)\n"
+            "print('ranks', r['runs'][0]['config']['ranks'], 'runs', len(r['runs']))\n")
+    status, log, _ = launch(2, sys.executable, "-c", code)
+    assert status == 0, log
+    assert log.count("ranks 2 runs 2") == 2, log          # every rank has every result
+    assert log.count("Table 4: mask structure") == 2      # the start line and the summary, once
+    assert (tmp_path / "table4-small.json").exists() and (tmp_path / "table4-small.png").exists()
