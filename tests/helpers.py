@@ -41,6 +41,17 @@ def conv2d_naive(x, w, b, stride, padding):
     return y
 
 
+def grouped_conv2d_naive(x, w, b, stride, padding, groups):
+    """Grouped convolution from its definition: filter f of group g = f // (F / G) sees only the
+    input channels of group g; each group is the four-loop convolution of its slices."""
+    C, F = x.shape[1], w.shape[0]
+    cg, fg = C // groups, F // groups
+    return np.concatenate([
+        conv2d_naive(x[:, g * cg:(g + 1) * cg], w[g * fg:(g + 1) * fg],
+                     None if b is None else b[g * fg:(g + 1) * fg], stride, padding)
+        for g in range(groups)], axis=1)
+
+
 def maxpool_naive(x, k, s, p):
     N, C, H, W = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=-np.inf)

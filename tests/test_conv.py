@@ -5,7 +5,7 @@ from hypothesis import given, strategies as st
 
 from minirattn import functional as F, gradcheck
 from minirattn.functional import _columns, conv as conv_mod, conv_planes
-from helpers import conv2d_naive, noncontiguous
+from helpers import conv2d_naive, grouped_conv2d_naive, noncontiguous
 
 
 @st.composite
@@ -290,3 +290,97 @@ def test_plane_path_with_strides_matches_the_slice_loop(k, s, p, shape):
     np.testing.assert_allclose(fast_y, conv2d_naive(x, w, None, s, p), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(fast_y, slow_y, rtol=1e-12, atol=1e-12)
     assert_same_gradients(fast, slow, 2)
+
+
+# ---- groups -------------------------------------------------------------------------------------
+@st.composite
+def grouped_case(draw):
+    groups = draw(st.integers(1, 4))
+    cg, fg = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from([1, 2, 3]))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh // 2 + 1)), draw(st.integers(0, kw // 2 + 1))
+    H = draw(st.integers(max(1, kh - 2 * ph), 7))
+    W = draw(st.integers(max(1, kw - 2 * pw), 7))
+    N, bias, seed = draw(st.integers(1, 2)), draw(st.booleans()), draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, groups * cg, H, W))
+    w = rng.standard_normal((groups * fg, cg, kh, kw))
+    b = rng.standard_normal(groups * fg) if bias else None
+    return x, w, b, (sh, sw), (ph, pw), groups
+
+
+def grouped_methods(w, stride, padding):
+    """Every method that applies to this geometry."""
+    out = []
+    for m in conv_mod.CONV_METHODS:
+        try:
+            conv_mod.conv_method(w.shape[2:], stride, padding, m)
+            out.append(m)
+        except ValueError:
+            pass
+    return out
+
+
+@given(grouped_case())
+def test_grouped_forward_matches_the_definition_on_every_path(case):
+    x, w, b, s, p, groups = case
+    ref = grouped_conv2d_naive(x, w, b, s, p, groups)
+    for m in grouped_methods(w, s, p):
+        y, cache = F.conv2d_forward(x, w, b, s, p, groups=groups, method=m)
+        assert cache.groups == groups
+        np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10, err_msg=m)
+
+
+@given(grouped_case())
+def test_grouped_backward_matches_finite_differences_on_every_path(case):
+    x, w, b, s, p, groups = case
+    inputs = [x, w] + ([b] if b is not None else [])
+    for m in grouped_methods(w, s, p):
+        fwd = (lambda x, w, b=None, m=m: F.conv2d_forward(x, w, b, s, p, groups=groups, method=m))
+        gradcheck(fwd, inputs, F.conv2d_backward, tol=1e-6)
+
+
+@given(grouped_case())
+def test_grouped_adjoint_identity_and_block_structure(case):
+    """<conv(x), u> = <x, conv^T(u)>; and the grouped convolution is the ordinary one with a
+    block-diagonal weight (zeros between groups), gradients included (dw off the blocks is 0)."""
+    x, w, _, s, p, groups = case
+    y, cache = F.conv2d_forward(x, w, None, s, p, groups=groups)
+    u = np.random.default_rng(1).standard_normal(y.shape)
+    dx, dw = F.conv2d_backward(u, cache)
+    assert abs((y * u).sum() - (x * dx).sum()) <= 1e-12 * max(1.0, abs((y * u).sum()))
+    Fo, cg = w.shape[:2]
+    full = np.zeros((Fo, cg * groups) + w.shape[2:])
+    fg = Fo // groups
+    for g in range(groups):
+        full[g * fg:(g + 1) * fg, g * cg:(g + 1) * cg] = w[g * fg:(g + 1) * fg]
+    y_full, c_full = F.conv2d_forward(x, full, None, s, p)
+    dx_full, dw_full = F.conv2d_backward(u, c_full)
+    np.testing.assert_allclose(y, y_full, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dx, dx_full, rtol=1e-10, atol=1e-10)
+    for g in range(groups):
+        np.testing.assert_allclose(dw[g * fg:(g + 1) * fg],
+                                   dw_full[g * fg:(g + 1) * fg, g * cg:(g + 1) * cg],
+                                   rtol=1e-10, atol=1e-10)
+
+
+def test_grouped_bad_input_errors():
+    x = np.zeros((1, 6, 4, 4))
+    with pytest.raises(ValueError, match="groups=4 must divide the input channels \\(6\\)"):
+        F.conv2d_forward(x, np.zeros((4, 1, 3, 3)), groups=4)
+    with pytest.raises(ValueError, match="weight expects 4 \\(2 per group x 2 groups"):
+        F.conv2d_forward(x, np.zeros((4, 2, 3, 3)), groups=2)
+    with pytest.raises(ValueError, match="groups"):
+        F.conv2d_forward(x, np.zeros((6, 3, 3, 3)), groups=0)
+
+
+def test_grouped_conv2d_module_initialises_by_its_fan_in():
+    from minirattn import nn
+    m = nn.Conv2d(32, 64, 3, padding=1, groups=8, bias=False, rng=0, dtype="float64")
+    assert m.params["weight"].shape == (64, 4, 3, 3) and "groups=8" in repr(m)
+    assert abs(m.params["weight"].std() - np.sqrt(2 / (4 * 9))) < 0.02
+    gradcheck(nn.Conv2d(4, 6, 3, padding=1, groups=2, rng=0, dtype="float64"),
+              [np.random.default_rng(0).standard_normal((2, 4, 5, 5))])
+    with pytest.raises(ValueError, match="groups=3 must divide in_ch \\(4\\)"):
+        nn.Conv2d(4, 6, 3, groups=3)

@@ -101,3 +101,20 @@ def test_chunked_phase_plane_conv_numpy_cupy_parity(stride):
     assert len(g) == len(gg) == 2
     for a, b in zip(g, gg):
         np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["im2col", "planes", "matmul"])
+def test_grouped_conv_numpy_cupy_parity(method):
+    """Grouped convolution on every path: the same output, dx and dw on CuPy as on NumPy."""
+    rng = np.random.default_rng(2)
+    k, pad = (1, 0) if method == "matmul" else (3, 1)
+    x, w = rng.standard_normal((3, 6, 8, 7)), rng.standard_normal((4, 3, k, k))
+    y, c = F.conv2d_forward(x, w, None, 2, pad, groups=2, method=method)
+    dy = rng.standard_normal(y.shape)
+    g = F.conv2d_backward(dy, c)
+    yg, cg = F.conv2d_forward(backend.to_device(x, "cupy"), backend.to_device(w, "cupy"), None, 2,
+                              pad, groups=2, method=method)
+    gg = F.conv2d_backward(backend.to_device(dy, "cupy"), cg)
+    np.testing.assert_allclose(backend.to_numpy(yg), y, rtol=1e-10, atol=1e-12)
+    for a, b in zip(g, gg):
+        np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-10, atol=1e-12)

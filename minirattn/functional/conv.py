@@ -8,6 +8,12 @@ reshaped to (F, C kh kw). The backward is the transpose of each step: dW = dy co
 dcols = W^T dy, and col2im (the same slice loop with ``+=``) adds the columns back into dx.
 A 1x1 kernel without padding needs no columns at all: it is one matrix product over channels.
 
+``groups`` splits the input channels and the filters into that many groups and convolves each
+group of inputs with its group of filters only (ResNeXt's grouped convolution; docs/math/conv.md,
+"Groups"): the weight is (F, C / groups, kh, kw). The im2col and matmul paths do every group in one
+batched matrix product (the columns of one group are contiguous); the planes path does one group
+at a time.
+
 ``method`` chooses how the numbers are computed; every method gives the same result:
 
 * ``"im2col"``: the textbook above, for any kernel, stride and padding (the tests' reference);
@@ -26,7 +32,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .. import backend
-from ..checks import check_array, check_choice, check_same_dtype, pair
+from ..checks import check_array, check_choice, check_positive_int, check_same_dtype, pair
 from . import conv_planes
 from ._columns import MAX_COL_BYTES, MAX_COL_BYTES_CUPY, chunks
 from ._reduce import channel_sum
@@ -40,7 +46,8 @@ CONV_METHODS = ("auto", "im2col", "matmul", "planes")
 
 class ConvCache(NamedTuple):
     """What conv2d_backward needs; ``method`` names the path that made it ("im2col", "matmul",
-    "planes"), ``saved`` is the input x, or on the planes path its chunks [(s, e, planes)]."""
+    "planes"), ``saved`` is the input x, or on the planes path its chunks [(s, e, planes)] (one
+    list per group)."""
     method: str
     saved: object
     w: object
@@ -49,6 +56,7 @@ class ConvCache(NamedTuple):
     padding: tuple
     x_shape: tuple
     max_col_bytes: int | None
+    groups: int = 1
 
 
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -99,7 +107,7 @@ def conv_method(kernel, stride, padding, method="auto") -> str:
     return method
 
 
-def _validate(x, w, b, stride, padding):
+def _validate(x, w, b, stride, padding, groups=1):
     check_array("conv2d input x", x, ndim=4)
     check_array("conv2d weight w", w, ndim=4)
     if b is not None:
@@ -107,9 +115,13 @@ def _validate(x, w, b, stride, padding):
     check_same_dtype(x=x, w=w, b=b)
     stride, padding = pair("stride", stride, 1), pair("padding", padding, 0)
     (N, C, H, W), (F, Cw, kh, kw) = x.shape, w.shape
-    if C != Cw:
-        raise ValueError(f"conv2d: input has {C} channels but the weight expects {Cw} "
-                         f"(weight shape {tuple(w.shape)})")
+    check_positive_int("conv2d groups", groups)
+    if C % groups or F % groups:
+        raise ValueError(f"conv2d: groups={groups} must divide the input channels ({C}) and the "
+                         f"filters ({F})")
+    if C != Cw * groups:
+        raise ValueError(f"conv2d: input has {C} channels but the weight expects {Cw * groups} "
+                         f"({Cw} per group x {groups} groups; weight shape {tuple(w.shape)})")
     if b is not None and b.shape[0] != F:
         raise ValueError(f"conv2d: bias has {b.shape[0]} entries, expected {F} "
                          f"(one per output channel)")
@@ -119,38 +131,48 @@ def _validate(x, w, b, stride, padding):
     return stride, padding
 
 
-def conv2d_forward(x, w, b=None, stride=1, padding=0, *, method="auto", max_col_bytes=None):
-    """y[n,f] = sum_c w[f,c] (*) x[n,c] + b[f].
+def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto",
+                   max_col_bytes=None):
+    """y[n,f] = sum_c w[f,c] (*) x[n,c] + b[f], the sum over the channels of f's group.
 
-    x: (N, C, H, W); w: (F, C, kh, kw); b: (F,) or None; stride, padding: int or (rows, cols).
-    method: "auto" | "im2col" | "matmul" | "planes" (module docstring); max_col_bytes: bound of
-    one column buffer (default by backend).
+    x: (N, C, H, W); w: (F, C / groups, kh, kw); b: (F,) or None; stride, padding: int or
+    (rows, cols); groups: divides C and F (filters g F/G .. (g+1) F/G - 1 see channels
+    g C/G .. (g+1) C/G - 1 only). method: "auto" | "im2col" | "matmul" | "planes" (module
+    docstring); max_col_bytes: bound of one column buffer (default by backend).
     Returns y: (N, F, Ho, Wo) with Ho = floor((H + 2 ph - kh) / sh) + 1, and a :class:`ConvCache`.
     """
-    (sh, sw), (ph, pw) = _validate(x, w, b, stride, padding)
+    (sh, sw), (ph, pw) = _validate(x, w, b, stride, padding, groups)
     xp = backend.xp_of(x, w)
     N, C, H, W = x.shape
-    F, _, kh, kw = w.shape
+    F, Cg, kh, kw = w.shape
+    G, Fg, K = groups, F // groups, Cg * kh * kw
     method = conv_method((kh, kw), (sh, sw), (ph, pw), method)
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
-    w2 = w.reshape(F, C * kh * kw)
+    wg = w.reshape(G, Fg, K)            # group g's filters, each a row of its C/G kh kw inputs
     saved = x
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-        y = xp.matmul(w2, xs.reshape(N, C, Ho * Wo)).reshape(N, F, Ho, Wo)
+        y = xp.matmul(wg, xs.reshape(N, G, Cg, Ho * Wo)).reshape(N, F, Ho, Wo)
     elif method == "planes":
-        y, saved = conv_planes.forward(x, w, (sh, sw), (ph, pw), Ho, Wo, max_col_bytes)
+        if G == 1:
+            y, saved = conv_planes.forward(x, w, (sh, sw), (ph, pw), Ho, Wo, max_col_bytes)
+        else:
+            parts = [conv_planes.forward(x[:, g * Cg:(g + 1) * Cg], w[g * Fg:(g + 1) * Fg],
+                                         (sh, sw), (ph, pw), Ho, Wo, max_col_bytes)
+                     for g in range(G)]
+            y = xp.concatenate([p[0] for p in parts], axis=1)
+            saved = [p[1] for p in parts]
     else:
         xpad = backend.pad(x, ph, pw)
         y = xp.empty((N, F, Ho, Wo), dtype=x.dtype)
         per_sample = C * kh * kw * Ho * Wo * x.dtype.itemsize
         for s, e in chunks(N, per_sample, x, max_col_bytes):
-            cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)
-            y[s:e] = xp.matmul(w2, cols).reshape(e - s, F, Ho, Wo)
+            cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)      # (n, C kh kw, P), C-major
+            y[s:e] = xp.matmul(wg, cols.reshape(e - s, G, K, Ho * Wo)).reshape(e - s, F, Ho, Wo)
     if b is not None:
         y += b.reshape(1, F, 1, 1)
     return y, ConvCache(method, saved, w, b is not None, (sh, sw), (ph, pw), (N, C, H, W),
-                        max_col_bytes)
+                        max_col_bytes, G)
 
 
 def conv2d_backward(dy, cache):
@@ -161,32 +183,42 @@ def conv2d_backward(dy, cache):
     (A batched matmul against the transposed view and a sum over n is ~3x faster here than
     tensordot, which copies both operands into 2-D layouts.)
     """
-    method, x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W), max_col_bytes = cache
+    method, x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W), max_col_bytes, G = cache
     xp = backend.xp_of(dy, w)
-    F, _, kh, kw = w.shape
+    F, Cg, kh, kw = w.shape
+    Fg, K = F // G, Cg * kh * kw
     Ho, Wo = dy.shape[2], dy.shape[3]
-    w2 = w.reshape(F, C * kh * kw)
-    dy3 = dy.reshape(N, F, Ho * Wo)
+    wgT = w.reshape(G, Fg, K).transpose(0, 2, 1)                 # (G, K, F/G)
+    dyg = dy.reshape(N, G, Fg, Ho * Wo)
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-        dw = xp.matmul(dy3, xs.reshape(N, C, Ho * Wo).transpose(0, 2, 1)).sum(axis=0)
-        dxs = xp.matmul(w2.T, dy3).reshape(N, C, Ho, Wo)
+        dw = xp.matmul(dyg, xs.reshape(N, G, Cg, Ho * Wo).transpose(0, 1, 3, 2)).sum(axis=0)
+        dxs = xp.matmul(wgT, dyg).reshape(N, C, Ho, Wo)
         if (sh, sw) == (1, 1):
             dx = dxs
         else:
             dx = xp.zeros_like(x)
             dx[:, :, ::sh, ::sw] = dxs
     elif method == "planes":
-        dx, dw = conv_planes.backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw))
+        if G == 1:
+            dx, dw = conv_planes.backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw))
+        else:
+            parts = [conv_planes.backward(dy[:, g * Fg:(g + 1) * Fg], x[g], (N, Cg, H, W),
+                                          w[g * Fg:(g + 1) * Fg], (sh, sw), (ph, pw))
+                     for g in range(G)]
+            dx = xp.concatenate([p[0] for p in parts], axis=1)
+            dw = xp.concatenate([p[1] for p in parts], axis=0)
     else:
         xpad = backend.pad(x, ph, pw)
         dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
-        dw = xp.zeros((F, C * kh * kw), dtype=x.dtype)
+        dw = xp.zeros((G, Fg, K), dtype=x.dtype)
         per_sample = C * kh * kw * Ho * Wo * x.dtype.itemsize
         for s, e in chunks(N, per_sample, x, max_col_bytes):
-            cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)
-            dw += xp.matmul(dy3[s:e], cols.transpose(0, 2, 1)).sum(axis=0)
-            col2im(xp.matmul(w2.T, dy3[s:e]), dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
+            n = e - s
+            cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo).reshape(n, G, K, Ho * Wo)
+            dw += xp.matmul(dyg[s:e], cols.transpose(0, 1, 3, 2)).sum(axis=0)
+            dcols = xp.matmul(wgT, dyg[s:e]).reshape(n, C * kh * kw, Ho * Wo)
+            col2im(dcols, dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
         dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
     grads = (dx, dw.reshape(w.shape))
     return grads + (channel_sum(dy),) if has_bias else grads

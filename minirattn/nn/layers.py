@@ -19,20 +19,26 @@ def _he_normal(rng, shape, fan_in, dtype):
 
 
 class Conv2d(Module):
-    """2-D convolution. Weight (out_ch, in_ch, k, k), He-initialised; bias optional (zeros)."""
+    """2-D convolution. Weight (out_ch, in_ch / groups, k, k), He-initialised (fan-in: the inputs
+    one output sees, in_ch / groups k k); bias optional (zeros); ``groups`` as ResNeXt's."""
 
-    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, bias=True, *, rng=None,
-                 dtype="float32"):
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, padding=0, bias=True, *, groups=1,
+                 rng=None, dtype="float32"):
         super().__init__()
         kh, kw = pair("kernel_size", kernel_size)
         check_positive_int("in_ch", in_ch)
         check_positive_int("out_ch", out_ch)
+        check_positive_int("groups", groups)
+        if in_ch % groups or out_ch % groups:
+            raise ValueError(f"Conv2d: groups={groups} must divide in_ch ({in_ch}) and out_ch "
+                             f"({out_ch})")
         self.in_ch, self.out_ch, self.kernel_size = in_ch, out_ch, (kh, kw)
-        self.stride, self.padding = stride, padding
+        self.stride, self.padding, self.groups = stride, padding, groups
         pair("stride", stride, 1)
         pair("padding", padding, 0)
         rng = backend.default_rng(rng)
-        self.params["weight"] = _he_normal(rng, (out_ch, in_ch, kh, kw), in_ch * kh * kw, dtype)
+        cg = in_ch // groups
+        self.params["weight"] = _he_normal(rng, (out_ch, cg, kh, kw), cg * kh * kw, dtype)
         if bias:
             self.params["bias"] = backend.numpy.zeros(out_ch, dtype=dtype)
         self._init_grads()
@@ -40,7 +46,7 @@ class Conv2d(Module):
 
     def forward(self, x):
         y, self._cache = F.conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                          self.stride, self.padding)
+                                          self.stride, self.padding, groups=self.groups)
         return y
 
     def backward(self, dy):
@@ -49,8 +55,10 @@ class Conv2d(Module):
         return dx
 
     def extra_repr(self):
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
         return (f"{self.in_ch}, {self.out_ch}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
+                f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}"
+                f"{groups}")
 
 
 class Linear(Module):
