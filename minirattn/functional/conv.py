@@ -131,6 +131,12 @@ def _validate(x, w, b, stride, padding, groups=1):
     return stride, padding
 
 
+def _group_axis(groups):
+    """The shape of the group axis the batched products carry: none for one group (the ordinary
+    convolution's products, unchanged), (G,) otherwise."""
+    return () if groups == 1 else (groups,)
+
+
 def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto",
                    max_col_bytes=None):
     """y[n,f] = sum_c w[f,c] (*) x[n,c] + b[f], the sum over the channels of f's group.
@@ -148,11 +154,12 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto"
     G, Fg, K = groups, F // groups, Cg * kh * kw
     method = conv_method((kh, kw), (sh, sw), (ph, pw), method)
     Ho, Wo = conv_output_size(H, kh, sh, ph), conv_output_size(W, kw, sw, pw)
-    wg = w.reshape(G, Fg, K)            # group g's filters, each a row of its C/G kh kw inputs
+    g_ = _group_axis(G)
+    wg = w.reshape(g_ + (Fg, K))        # group g's filters, each a row of its C/G kh kw inputs
     saved = x
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-        y = xp.matmul(wg, xs.reshape(N, G, Cg, Ho * Wo)).reshape(N, F, Ho, Wo)
+        y = xp.matmul(wg, xs.reshape((N,) + g_ + (Cg, Ho * Wo))).reshape(N, F, Ho, Wo)
     elif method == "planes":
         if G == 1:
             y, saved = conv_planes.forward(x, w, (sh, sw), (ph, pw), Ho, Wo, max_col_bytes)
@@ -168,7 +175,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto"
         per_sample = C * kh * kw * Ho * Wo * x.dtype.itemsize
         for s, e in chunks(N, per_sample, x, max_col_bytes):
             cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)      # (n, C kh kw, P), C-major
-            y[s:e] = xp.matmul(wg, cols.reshape(e - s, G, K, Ho * Wo)).reshape(e - s, F, Ho, Wo)
+            cols = cols.reshape((e - s,) + g_ + (K, Ho * Wo))
+            y[s:e] = xp.matmul(wg, cols).reshape(e - s, F, Ho, Wo)
     if b is not None:
         y += b.reshape(1, F, 1, 1)
     return y, ConvCache(method, saved, w, b is not None, (sh, sw), (ph, pw), (N, C, H, W),
@@ -188,11 +196,13 @@ def conv2d_backward(dy, cache):
     F, Cg, kh, kw = w.shape
     Fg, K = F // G, Cg * kh * kw
     Ho, Wo = dy.shape[2], dy.shape[3]
-    wgT = w.reshape(G, Fg, K).transpose(0, 2, 1)                 # (G, K, F/G)
-    dyg = dy.reshape(N, G, Fg, Ho * Wo)
+    g_ = _group_axis(G)
+    wgT = xp.swapaxes(w.reshape(g_ + (Fg, K)), -1, -2)          # ([G,] K, F/G)
+    dyg = dy.reshape((N,) + g_ + (Fg, Ho * Wo))
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-        dw = xp.matmul(dyg, xs.reshape(N, G, Cg, Ho * Wo).transpose(0, 1, 3, 2)).sum(axis=0)
+        xs = xs.reshape((N,) + g_ + (Cg, Ho * Wo))
+        dw = xp.matmul(dyg, xp.swapaxes(xs, -1, -2)).sum(axis=0)
         dxs = xp.matmul(wgT, dyg).reshape(N, C, Ho, Wo)
         if (sh, sw) == (1, 1):
             dx = dxs
@@ -211,12 +221,12 @@ def conv2d_backward(dy, cache):
     else:
         xpad = backend.pad(x, ph, pw)
         dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
-        dw = xp.zeros((G, Fg, K), dtype=x.dtype)
+        dw = xp.zeros(g_ + (Fg, K), dtype=x.dtype)
         per_sample = C * kh * kw * Ho * Wo * x.dtype.itemsize
         for s, e in chunks(N, per_sample, x, max_col_bytes):
             n = e - s
-            cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo).reshape(n, G, K, Ho * Wo)
-            dw += xp.matmul(dyg[s:e], cols.transpose(0, 1, 3, 2)).sum(axis=0)
+            cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo).reshape((n,) + g_ + (K, Ho * Wo))
+            dw += xp.matmul(dyg[s:e], xp.swapaxes(cols, -1, -2)).sum(axis=0)
             dcols = xp.matmul(wgT, dyg[s:e]).reshape(n, C * kh * kw, Ho * Wo)
             col2im(dcols, dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
         dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
