@@ -197,12 +197,12 @@ def conv2d_backward(dy, cache):
     Fg, K = F // G, Cg * kh * kw
     Ho, Wo = dy.shape[2], dy.shape[3]
     g_ = _group_axis(G)
-    wgT = xp.swapaxes(w.reshape(g_ + (Fg, K)), -1, -2)          # ([G,] K, F/G)
+    wgT = w.reshape(g_ + (Fg, K)).swapaxes(-1, -2)          # ([G,] K, F/G)
     dyg = dy.reshape((N,) + g_ + (Fg, Ho * Wo))
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         xs = xs.reshape((N,) + g_ + (Cg, Ho * Wo))
-        dw = xp.matmul(dyg, xp.swapaxes(xs, -1, -2)).sum(axis=0)
+        dw = xp.matmul(dyg, xs.swapaxes(-1, -2)).sum(axis=0)
         dxs = xp.matmul(wgT, dyg).reshape(N, C, Ho, Wo)
         if (sh, sw) == (1, 1):
             dx = dxs
@@ -226,7 +226,7 @@ def conv2d_backward(dy, cache):
         for s, e in chunks(N, per_sample, x, max_col_bytes):
             n = e - s
             cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo).reshape((n,) + g_ + (K, Ho * Wo))
-            dw += xp.matmul(dyg[s:e], xp.swapaxes(cols, -1, -2)).sum(axis=0)
+            dw += xp.matmul(dyg[s:e], cols.swapaxes(-1, -2)).sum(axis=0)
             dcols = xp.matmul(wgT, dyg[s:e]).reshape(n, C * kh * kw, Ho * Wo)
             col2im(dcols, dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
         dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
