@@ -149,6 +149,9 @@ def test_bad_setups_fail_before_training_with_one_clear_line(tmp_path):
     assert code == 2
     assert log.count("batch_size 7 does not split evenly over 2 ranks") == 1, log
     assert not (tmp_path / "r").exists()
+    code, log, _ = launch(2, "minirattn", "train", "--distributed", "no", "--iterations", "2",
+                          "--checkpoint-dir", str(tmp_path / "r2"), "--no-progress")
+    assert code == 2 and log.count("but distributed=False: every rank would train") == 1, log
     code, log, _ = worker(2, "version", tmp_path / "unused")
     assert code != 0
     assert "the ranks do not agree on code: rank 0: " in log and "rank 1: 0123456789abcdef" in log

@@ -370,6 +370,11 @@ def train(config: TrainConfig, *, step=train_step, echo=print, on_evaluate=None)
 
     Data-parallel runs (``config.distributed``) end every rank when one fails: an error only
     one rank meets is reported with its rank and the job is aborted (``MPI_Abort``)."""
+    if config.distributed is False and D.launched_ranks() > 1:
+        raise ValueError(f"this process is one of {D.launched_ranks()} ranks a launcher started, "
+                         f"but distributed=False: every rank would train the same run alone and "
+                         f"write the same checkpoints. Pass distributed=True or 'auto' (--distributed "
+                         f"auto), or run without mpiexec")
     comm = D.communicator(config.distributed)
     try:
         return _train(config, comm, step, echo, on_evaluate)
