@@ -219,10 +219,11 @@ def plot_feature_response(responses: dict, path):
 
 
 def plot_reproduction(results: dict, path):
-    """A table of ``minirattn reproduce``: test error (%) per variant, the mean over seeds with an
-    error bar of one standard deviation and a dot per seed, the paper's number as a cross (on its
-    own CIFAR-10 scale, right axis, as the two data sets differ). Fig. 4 instead: the last stage's
-    response over the first stage's, over training, one line per seed, ARL and NAL."""
+    """A table of ``minirattn reproduce``, in two panels: here, each variant's test error per seed
+    (dots) with the mean and one standard deviation over seeds (bar), on an axis fitted to the
+    data; and the paper's CIFAR-10 numbers for the same variants, on their own axis (different data
+    and scale: compare the orderings, not the numbers). Fig. 4 instead: the last stage's response
+    over the first stage's, over training, one line per seed, ARL and NAL."""
     plt = _plt()
     table, runs = results["table"], results["runs"]
     if table == "fig4":
@@ -242,26 +243,33 @@ def plot_reproduction(results: dict, path):
         return _save(fig, path)
     variants = results["summary"]["variants"]
     labels = list(variants)
-    fig, ax = plt.subplots(figsize=(max(4.5, 0.75 * len(labels) + 2), 3.6))
-    xs = range(len(labels))
-    means = [variants[k]["mean"] for k in labels]
-    sds = [variants[k]["sd"] for k in labels]
-    ax.bar(xs, means, yerr=sds, capsize=4, color="tab:blue", alpha=0.55,
-           label=f"here ({results['scale']} scale), mean +/- sd")
-    for r in runs:
-        ax.plot(labels.index(r["label"]), 100 * r["final_error"], "k.", alpha=0.6)
-    ax.set_xticks(list(xs))
-    ax.set_xticklabels(labels, rotation=30 if len(labels) > 4 else 0, ha="right"
-                       if len(labels) > 4 else "center")
-    ax.set_ylabel("test error (%) here")
     paper = [variants[k]["paper"] for k in labels]
-    if any(p is not None for p in paper):
-        ax2 = ax.twinx()
-        ax2.plot([i for i, p in zip(xs, paper) if p is not None], [p for p in paper if p],
-                 "rx", markersize=9, label="paper (CIFAR-10)")
-        ax2.set_ylabel("paper's test error (%)", color="tab:red")
-        handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-        ax.legend(handles=handles, fontsize=7, loc="upper left")
-    ax.set_title(results["title"], fontsize=8)
+    has_paper = any(p is not None for p in paper)
+    fig, axes = plt.subplots(1, 2 if has_paper else 1, sharex=True, squeeze=False,
+                             figsize=(max(6.0, 0.9 * len(labels) + 3.5), 3.6),
+                             gridspec_kw={"width_ratios": [3, 2] if has_paper else [1]})
+    ax = axes[0, 0]
+    xs = list(range(len(labels)))
+    for r in runs:
+        i = labels.index(r["label"])
+        ax.plot(i + 0.08 * (r["seed"] - 1), 100 * r["final_error"], "o", color="tab:blue",
+                alpha=0.5, markersize=4)
+    ax.errorbar(xs, [variants[k]["mean"] for k in labels], [variants[k]["sd"] for k in labels],
+                fmt="_", color="k", markersize=14, capsize=5, label="mean +/- sd over seeds")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"here ({results['scale']} scale, {results['seeds']} seeds)", fontsize=8)
+    ax.legend(fontsize=7)
+    rotate = dict(rotation=30, ha="right") if len(labels) > 4 else {}
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, **rotate)
+    if has_paper:
+        right = axes[0, 1]
+        right.plot([i for i, p in zip(xs, paper) if p is not None], [p for p in paper if p],
+                   "s", color="tab:red")
+        right.set_title("the paper (CIFAR-10)", fontsize=8)
+        right.set_ylabel("test error (%)")
+        right.set_xticks(xs)
+        right.set_xticklabels(labels, **rotate)
+    fig.suptitle(results["title"], fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
