@@ -9,7 +9,9 @@ Steps, each with its own time limit, each a row of the summary:
    answer first, then alternating timed steps);
 3. a training step under ``cupyx.allow_synchronize(False)`` (no device sync inside a step);
 4. a training run (default 2,000 iterations of Attention-56, batch 64) on generated CIFAR-shaped
-   data (the ``shapes`` set: 3x32x32, 10 classes), reporting images/s.
+   data (the ``shapes`` set: 3x32x32, 10 classes), reporting images/s;
+5. the data-parallel communicator's all-reduce of a device array on one rank (through NCCL where
+   CuPy has it: the only place the NCCL path runs on a one-GPU machine), if mpi4py is installed.
 
 --dry-run runs steps 3 and 4 on the strict NumPy-backed stand-in of the test suite, small, to check
 the script itself on a machine without a GPU (steps 1 and 2 need the real device and are skipped).
@@ -91,6 +93,27 @@ def training_run(dry_run, arch, iterations, batch):
     return "ok", note, time.perf_counter() - t
 
 
+def nccl_allreduce(dry_run):
+    """MPICommunicator.allreduce of a CuPy array on this one rank: NCCL where CuPy has it (a
+    one-rank NCCL communicator), else the host copies; the sum of one rank is the array itself."""
+    t = time.perf_counter()
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "skipped", "mpi4py is not installed (pip install -e '.[dist]')", 0.0
+    import numpy as np
+    from minirattn import backend, distributed
+    with _device(dry_run):
+        comm = distributed.MPICommunicator()
+        a = backend.to_device(np.arange(1000, dtype=np.float32), "cupy")
+        comm.allreduce(a)
+        backend.synchronize()
+        same = bool(np.array_equal(backend.to_numpy(a), np.arange(1000, dtype=np.float32)))
+        path = "NCCL" if comm._nccl else "host copies (no NCCL here)"
+    return ("ok" if same else "FAILED"), f"one rank through {path}: sum {'right' if same else 'WRONG'}", \
+        time.perf_counter() - t
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dry-run", action="store_true", help="on the CuPy stand-in, small (no GPU needed)")
@@ -111,7 +134,8 @@ def main(argv=None):
         for ln in lines or [note]:
             rows.append(("bench.py --only gpu", s, ln.strip()[:160], t))
     for name, fn, fargs in (("step, no sync", step_without_sync, (args.arch, args.batch)),
-                            ("training run", training_run, (args.arch, args.iterations, args.batch))):
+                            ("training run", training_run, (args.arch, args.iterations, args.batch)),
+                            ("all-reduce (NCCL)", nccl_allreduce, ())):
         try:
             s, note, t = fn(args.dry_run, *fargs)
         except Exception as exc:  # noqa: BLE001 - reported in the table
@@ -120,7 +144,7 @@ def main(argv=None):
     print(f"\n| check | status | result | seconds |\n| --- | --- | --- | ---: |")
     for name, s, note, t in rows:
         print(f"| {name} | {s} | {note} | {t:.0f} |")
-    return 0 if all(r[1] == "ok" for r in rows) else 1
+    return 0 if all(r[1] in ("ok", "skipped") for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import numpy as np
 __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
     "to_numpy", "pad", "numpy", "default_rng", "is_floating",
-    "synchronize", "device_key", "use_device", "nccl", "current_stream_ptr",
+    "synchronize", "device_key", "use_device", "nccl", "current_stream_ptr", "device_count",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -130,6 +130,11 @@ def use_device(index: int) -> None:
         raise BackendError(f"CUDA device {index} was asked for, but this machine has {n} "
                            f"(devices 0..{n - 1}): run at most {n} ranks per machine")
     cupy.cuda.Device(index).use()
+
+
+def device_count() -> int:
+    """How many CUDA devices CuPy sees."""
+    return int(_import_cupy().cuda.runtime.getDeviceCount())
 
 
 def nccl():

@@ -161,7 +161,8 @@ class MPICommunicator(Communicator):
         self.MPI = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        self.local_rank = self.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        local = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
+        self.local_rank, self.local_size = local.Get_rank(), local.Get_size()
         self._nccl = None
 
     # host buffers through MPI, device buffers through NCCL (or host copies)
@@ -212,9 +213,13 @@ class MPICommunicator(Communicator):
         self.comm.Abort(1)
 
     def _nccl_comm(self):
+        """NCCL needs a GPU of its own for every rank: with fewer GPUs than ranks on a machine (or
+        CuPy without NCCL) the device arrays go through host copies instead. The ranks decide
+        together: NCCL only if every rank can use it."""
         if self._nccl is None:
             module = B.nccl()
-            if module is None:
+            mine = module is not None and self.local_size <= B.device_count()
+            if not all(self.comm.allgather(mine)):
                 self._nccl = False
             else:
                 uid = self.comm.bcast(module.get_unique_id() if self.rank == 0 else None, root=0)
