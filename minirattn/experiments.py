@@ -1,6 +1,6 @@
 """The paper's experiments, one command each: ``minirattn reproduce TABLE``.
 
-    minirattn reproduce table1 --seeds 3 --jobs 2          # small scale, Fashion-MNIST, a 2-core CPU
+    minirattn reproduce table1 --seeds 3 --jobs 2        # small scale: Fashion-MNIST, 2 CPU cores
     minirattn reproduce table3 --scale paper --backend cupy --download   # the paper's CIFAR-10 runs
 
 A table is a declared grid (:data:`TABLES`): variants (network, attention type, learning rule,

@@ -373,8 +373,8 @@ def train(config: TrainConfig, *, step=train_step, echo=print, on_evaluate=None)
     if config.distributed is False and D.launched_ranks() > 1:
         raise ValueError(f"this process is one of {D.launched_ranks()} ranks a launcher started, "
                          f"but distributed=False: every rank would train the same run alone and "
-                         f"write the same checkpoints. Pass distributed=True or 'auto' (--distributed "
-                         f"auto), or run without mpiexec")
+                         f"write the same checkpoints. Pass distributed=True or 'auto' "
+                         f"(--distributed auto), or run without mpiexec")
     comm = D.communicator(config.distributed)
     try:
         return _train(config, comm, step, echo, on_evaluate)
