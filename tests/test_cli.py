@@ -48,7 +48,7 @@ def test_every_option_has_help_and_shows_its_default():
     from minirattn.cli import build_parser
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"train", "evaluate", "masks", "plot", "models", "check"}
+    assert set(commands) == {"train", "evaluate", "masks", "plot", "models", "check", "reproduce"}
     for name, sub in commands.items():
         assert "ArgumentDefaultsHelpFormatter" in type(sub.formatter_class).__name__ or \
             sub.formatter_class.__name__ == "ArgumentDefaultsHelpFormatter", name
