@@ -216,6 +216,7 @@ def execute(config, table: Table, variant: Variant, seed: int, command: str = ""
     from .distributed import Communicator
     from .train import train
     comm = comm or Communicator()
+    code = commit()                                  # the code this run starts with
     on_evaluate = _response_recorder(config) if table.records_response else None
     result = train(config, on_evaluate=on_evaluate, echo=lambda *a, **k: None)
     curve = [(row["iteration"], 1 - row["test_acc"]) for row in result.history
@@ -224,7 +225,7 @@ def execute(config, table: Table, variant: Variant, seed: int, command: str = ""
                   final_error=1 - result.final_test_accuracy,
                   best_error=min(e for _, e in curve) if curve else 1 - result.final_test_accuracy,
                   curve=curve, wall_s=result.history[-1]["elapsed_s"] if result.history else 0,
-                  version=__version__, commit=commit(), machine=machine(), command=command,
+                  version=__version__, commit=code, machine=machine(), command=command,
                   finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     if table.records_response:
         record["response"] = [(row["iteration"], row["response"]) for row in result.history
