@@ -24,13 +24,22 @@ LIMIT = 120
 FAIL_BOUND = 10
 
 
+def _mpiexec():
+    """mpiexec on PATH, or the one pip put beside this Python (the dist extra's MPICH)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return shutil.which("mpiexec") or (beside if os.access(beside, os.X_OK) else None)
+
+
+MPIEXEC = _mpiexec()
+
+
 def _mpi_missing():
     try:
         import mpi4py  # noqa: F401
     except ImportError:
         return "mpi4py is not installed (pip install -e '.[dist]')"
-    if shutil.which("mpiexec") is None:
-        return "no mpiexec on PATH (pip install -e '.[dist]' installs MPICH's)"
+    if MPIEXEC is None:
+        return "no mpiexec on PATH or beside Python (pip install -e '.[dist]' installs MPICH's)"
     return None
 
 
@@ -45,7 +54,8 @@ def launch(n, *args, env=None):
     Returns (exit status, stdout + stderr, seconds)."""
     environ = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", **(env or {}))
     environ["PYTHONPATH"] = os.pathsep.join([str(HERE), environ.get("PYTHONPATH", "")])
-    cmd = ["mpiexec", "-n", str(n), *args] if n else list(args)
+    environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), environ.get("PATH", "")])
+    cmd = [MPIEXEC, "-n", str(n), *args] if n else list(args)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=environ, start_new_session=True)
