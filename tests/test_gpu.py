@@ -38,11 +38,12 @@ def test_numpy_cupy_parity(name):
             np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-10, atol=1e-12)
 
 
-def test_tiny_network_numpy_cupy_parity_and_a_training_run(tmp_path):
+@pytest.mark.parametrize("unit", ["preact", "resnext", "inception"])
+def test_tiny_network_numpy_cupy_parity(unit):
     from minirattn import functional as F
     from minirattn.models import build
-    from minirattn.train import train_cifar
-    kw = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1, input_size=16)
+    kw = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1, input_size=16,
+              unit=unit, cardinality=2)
     x = np.random.default_rng(0).standard_normal((4, 3, 16, 16))
     y = np.array([0, 1, 2, 1])
     grads = {}
@@ -55,6 +56,10 @@ def test_tiny_network_numpy_cupy_parity_and_a_training_run(tmp_path):
     assert abs(grads["numpy"][0] - grads["cupy"][0]) < 1e-10
     for k, g in grads["numpy"][1].items():
         np.testing.assert_allclose(grads["cupy"][1][k], g, rtol=1e-8, atol=1e-10, err_msg=k)
+
+
+def test_a_training_run_on_cupy(tmp_path):
+    from minirattn.train import train_cifar
     r = train_cifar(arch="attention56", dataset="shapes", n_train=64, n_test=32, batch_size=16, iterations=4,
                     eval_every=2, backend="cupy", checkpoint_dir=str(tmp_path), progress=False,
                     model_kwargs=dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1))

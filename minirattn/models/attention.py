@@ -11,7 +11,13 @@ going down, each max-pool is followed by r units (2r at the lowest resolution);
 coming up, each bilinear upsample to the next level's size is summed with that
 level's skip connection (one residual unit on the down-path feature) and followed
 by r units; the last upsample returns to the trunk's size and feeds
-BN-ReLU-1x1-BN-ReLU-1x1 and the mask activation f1/f2/f3.
+BN-ReLU-1x1-BN-ReLU-1x1 and the mask activation f1/f2/f3 (1x1-BN-ReLU-1x1 when the units are
+post-activation ResNeXt units, whose outputs are normalised already, as in the authors'
+AttentionNeXt prototxts).
+
+Every unit in a module (p, t, r, the skips and the local mask's) is made by one ``unit``
+constructor (models/units.py), so one argument turns an Attention network into an AttentionNeXt
+or AttentionInception one.
 
 Every backward is the reverse of its forward, summing gradients where branches
 join. Derivation: docs/math/networks.md
@@ -21,7 +27,7 @@ from __future__ import annotations
 from .. import functional as F
 from .. import nn
 from ..checks import check_choice
-from .units import ResidualUnit, stack
+from .units import ResidualUnit, is_post_activation, stack
 
 MASKS = ("soft", "local")
 
@@ -34,12 +40,16 @@ def check_choices(attention="mixed", learning="arl", mask="soft"):
 
 
 class MaskHead(nn.Module):
-    """BN-ReLU-conv1x1-BN-ReLU-conv1x1-activation, the end of every mask branch."""
+    """BN-ReLU-conv1x1-BN-ReLU-conv1x1-activation, the end of every mask branch (without the
+    first BN-ReLU after post-activation units)."""
 
-    def __init__(self, channels, attention="mixed", *, rng=None, dtype="float32"):
+    def __init__(self, channels, attention="mixed", *, pre_activation=True, rng=None,
+                 dtype="float32"):
         super().__init__()
+        first = ((nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(inplace=True))
+                 if pre_activation else ())
         self.body = nn.Sequential(
-            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(inplace=True),
+            *first,
             nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
             nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(inplace=True),
             nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
@@ -55,19 +65,22 @@ class MaskHead(nn.Module):
 class SoftMaskBranch(nn.Module):
     """Bottom-up top-down mask with ``k`` max-pools: (N, C, H, W) -> M of the same shape."""
 
-    def __init__(self, channels, k, r=1, attention="mixed", *, rng=None, dtype="float32"):
+    def __init__(self, channels, k, r=1, attention="mixed", *, unit=ResidualUnit, rng=None,
+                 dtype="float32"):
         super().__init__()
         self.k, self.r = k, r
         kw = dict(rng=rng, dtype=dtype)
         for i in range(k):
             self.add_module(f"pool{i}", nn.MaxPool2d(3, 2, 1))
-            self.add_module(f"down{i}", stack(2 * r if i == k - 1 else r, channels, **kw))
+            self.add_module(f"down{i}", stack(2 * r if i == k - 1 else r, channels, unit=unit,
+                                              **kw))
         for i in range(k - 1):
-            self.add_module(f"skip{i}", ResidualUnit(channels, channels, **kw))
+            self.add_module(f"skip{i}", unit(channels, channels, **kw))
             self.add_module(f"upsample{i}", nn.UpsampleBilinear())
-            self.add_module(f"up{i}", stack(r, channels, **kw))
+            self.add_module(f"up{i}", stack(r, channels, unit=unit, **kw))
         self.upsample_out = nn.UpsampleBilinear()
-        self.head = MaskHead(channels, attention, **kw)
+        self.head = MaskHead(channels, attention, pre_activation=not is_post_activation(unit),
+                             **kw)
 
     def _m(self, kind, i):
         return getattr(self, f"{kind}{i}")
@@ -104,10 +117,12 @@ class SoftMaskBranch(nn.Module):
 class LocalMask(nn.Module):
     """Table 4's "local convolutions" mask: residual units at full resolution, same head."""
 
-    def __init__(self, channels, n_units=3, attention="mixed", *, rng=None, dtype="float32"):
+    def __init__(self, channels, n_units=3, attention="mixed", *, unit=ResidualUnit, rng=None,
+                 dtype="float32"):
         super().__init__()
-        self.units = stack(n_units, channels, rng=rng, dtype=dtype)
-        self.head = MaskHead(channels, attention, rng=rng, dtype=dtype)
+        self.units = stack(n_units, channels, unit=unit, rng=rng, dtype=dtype)
+        self.head = MaskHead(channels, attention, pre_activation=not is_post_activation(unit),
+                             rng=rng, dtype=dtype)
 
     def forward(self, x):
         return self.head(self.units(x))
@@ -121,10 +136,10 @@ class AttentionModule(nn.Module):
     ``last_trunk`` (T) for inspection."""
 
     def __init__(self, channels, k, p=1, t=2, r=1, attention="mixed", learning="arl", mask="soft",
-                 *, rng=None, dtype="float32"):
+                 *, unit=ResidualUnit, rng=None, dtype="float32"):
         super().__init__()
         check_choices(attention, learning, mask)
-        kw = dict(rng=rng, dtype=dtype)
+        kw = dict(unit=unit, rng=rng, dtype=dtype)
         self.learning, self.attention, self.mask_kind = learning, attention, mask
         self.pre = stack(p, channels, **kw)
         self.trunk = stack(t, channels, **kw)

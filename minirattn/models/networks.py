@@ -8,6 +8,11 @@ pool -> FC. Trunk depth 36m + 20.
 ImageNet layout (paper Table 2): 7x7 conv (64, stride 2)-BN-ReLU -> 3x3 max pool (stride 2) ->
 residual unit (256) -> stage 1 at 56x56 -> (512, /2) -> stage 2 at 28x28 -> (1024, /2) ->
 stage 3 at 14x14 -> 3 residual units (2048, the first /2) at 7x7 -> BN-ReLU-avg pool -> FC.
+
+``spec.unit`` picks the basic unit everything above is made of: the pre-activation residual unit
+("preact"), the ResNeXt unit ("resnext": AttentionNeXt; post-activation, so the final BN-ReLU
+before the pooling is not there, as in the authors' prototxt) or the Inception unit
+("inception": AttentionInception). See models/units.py.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from .. import backend
 from .. import nn
 from ..checks import check_positive_int
 from .attention import AttentionModule, check_choices
-from .units import ResidualUnit
+from .units import UNITS, is_post_activation, unit_factory
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class NetworkSpec:
     final_stride: int = 1
     input_size: int = 32
     in_channels: int = 3
+    unit: str = "preact"  # "preact" | "resnext" | "inception" (models/units.py)
+    cardinality: int = 32  # groups of the ResNeXt unit's 3x3 convolution
 
     def replace(self, **kw) -> "NetworkSpec":
         d = asdict(self)
@@ -63,6 +70,17 @@ def validate_spec(spec: NetworkSpec) -> None:
         check_positive_int(f"spec.pools[{i}]", k, 1)
         if w < 4 or w % 4:
             raise ValueError(f"spec.widths[{i}]: expected a positive multiple of 4, got {w}")
+    if spec.unit not in UNITS:
+        raise ValueError(f"spec.unit: expected one of {list(UNITS)}, got {spec.unit!r}")
+    check_positive_int("spec.cardinality", spec.cardinality, 1)
+    for where, w in [(f"spec.widths[{i}]", w) for i, w in enumerate(spec.widths)] + [
+            ("spec.final_width", spec.final_width)]:
+        if spec.unit == "resnext" and (w % 2 or (w // 2) % spec.cardinality):
+            raise ValueError(f"{where}: a ResNeXt unit needs width/2 to be a multiple of the "
+                             f"cardinality {spec.cardinality}, got width {w}")
+        if spec.unit == "inception" and w % 8:
+            raise ValueError(f"{where}: an Inception unit needs a multiple of 8 (three branches "
+                             f"of width/8), got {w}")
     if spec.stem not in ("cifar", "imagenet"):
         raise ValueError(f"spec.stem: expected 'cifar' or 'imagenet', got {spec.stem!r}")
     size = spec.input_size
@@ -99,6 +117,7 @@ class ResidualAttentionNetwork(nn.Module):
         self.config = dict(attention=attention, learning=learning, mask=mask)
         rng = backend.default_rng(seed)
         kw = dict(rng=rng, dtype=dtype)
+        unit = unit_factory(spec.unit, spec.cardinality)
         if spec.stem == "cifar":
             self.stem = nn.Sequential(
                 nn.Conv2d(spec.in_channels, spec.stem_width, 3, padding=1, bias=False, **kw)
@@ -115,10 +134,11 @@ class ResidualAttentionNetwork(nn.Module):
         ch = spec.stem_width
         self.stages = []
         for i, (w, m, k, u) in enumerate(zip(spec.widths, spec.modules, spec.pools, spec.units)):
-            blocks = [ResidualUnit(ch, w, stride=1 if i == 0 else 2, **kw)]
-            blocks += [ResidualUnit(w, w, **kw) for _ in range(u)]
+            blocks = [unit(ch, w, stride=1 if i == 0 else 2, **kw)]
+            blocks += [unit(w, w, **kw) for _ in range(u)]
             blocks += [
-                AttentionModule(w, k, spec.p, spec.t, spec.r, attention, learning, mask, **kw)
+                AttentionModule(w, k, spec.p, spec.t, spec.r, attention, learning, mask,
+                                unit=unit, **kw)
                 for _ in range(m)
             ]
             stage = self.add_module(f"stage{i + 1}", nn.Sequential(*blocks))
@@ -126,16 +146,15 @@ class ResidualAttentionNetwork(nn.Module):
             ch = w
         final = []
         for j in range(spec.final_units):
-            final.append(
-                ResidualUnit(ch, spec.final_width, stride=spec.final_stride if j == 0 else 1, **kw)
-            )
+            final.append(unit(ch, spec.final_width, stride=spec.final_stride if j == 0 else 1,
+                              **kw))
             ch = spec.final_width
         self.final = nn.Sequential(*final)
-        self.bn, self.relu, self.pool = (
-            nn.BatchNorm2d(ch, dtype=dtype),
-            nn.ReLU(inplace=True),
-            nn.GlobalAvgPool2d(),
-        )
+        # pre-activation units leave a sum: normalise it before pooling; post-activation units
+        # end in BN-ReLU already
+        self.bn, self.relu = ((None, None) if is_post_activation(unit) else
+                              (nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(inplace=True)))
+        self.pool = nn.GlobalAvgPool2d()
         self.fc = nn.Linear(ch, num_classes, **kw)
         self.stage_outputs = []
 
@@ -156,10 +175,14 @@ class ResidualAttentionNetwork(nn.Module):
             h = stage(h)
             self.stage_outputs.append(h)
         h = self.final(h)
-        return self.fc(self.pool(self.relu(self.bn(h))))
+        if self.bn is not None:
+            h = self.relu(self.bn(h))
+        return self.fc(self.pool(h))
 
     def backward(self, dlogits):
-        d = self.bn.backward(self.relu.backward(self.pool.backward(self.fc.backward(dlogits))))
+        d = self.pool.backward(self.fc.backward(dlogits))
+        if self.bn is not None:
+            d = self.bn.backward(self.relu.backward(d))
         d = self.final.backward(d)
         for stage in reversed(self.stages):
             d = stage.backward(d)

@@ -14,8 +14,9 @@ def _cifar(m, p=1, t=2, r=1):
     return NetworkSpec(modules=(m, m, m), p=p, t=t, r=r)
 
 
-def _imagenet(modules):
+def _imagenet(modules, unit="preact"):
     return NetworkSpec(
+        unit=unit,
         modules=modules,
         widths=(256, 512, 1024),
         pools=(3, 2, 1),
@@ -42,6 +43,16 @@ REGISTRY = {
                   "CIFAR pre-activation ResNet-164 (the paper's baseline)", 1.7e6),
     "attention56_imagenet": (_imagenet((1, 1, 1)), "ImageNet Attention-56 (Table 2)", 31.9e6),
     "attention92_imagenet": (_imagenet((1, 2, 3)), "ImageNet Attention-92 (Table 2)", 51.3e6),
+    "attentionnext56_imagenet": (_imagenet((1, 1, 1), "resnext"),
+                                 "ImageNet AttentionNeXt-56: ResNeXt units (32 groups, width C/2), "
+                                 "as the authors' prototxt", 31.9e6),
+    "attentionnext92_imagenet": (_imagenet((1, 2, 3), "resnext"),
+                                 "ImageNet AttentionNeXt-92: ResNeXt units, as the authors' "
+                                 "prototxt", None),
+    "attentioninception56_imagenet": (_imagenet((1, 1, 1), "inception"),
+                                      "ImageNet AttentionInception-56: pre-activation "
+                                      "Inception-ResNet-A units (3 branches of C/8; layout chosen "
+                                      "here, docs/architecture.md)", 31.9e6),
 }
 
 
