@@ -55,13 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the data set; shapes is generated, needs no files")
     t.add_argument("--data-dir", default=None,
                    help="folder holding the data set (CIFAR: archive or extracted folder; "
-                        "Fashion-MNIST: the IDX files, else Debian's package)")
+                        "Fashion-MNIST: the IDX files, else Debian's package; folder: "
+                        "train/<class>/<image> and val/<class>/<image>)")
+    t.add_argument("--image-size", type=int, default=None,
+                   help="--dataset folder: the crop size in pixels, and so the network's input "
+                        "size (default 224)")
+    t.add_argument("--workers", type=int, default=4,
+                   help="--dataset folder: threads decoding images")
     t.add_argument("--download", action="store_true",
                    help="download CIFAR if it is not in --data-dir")
     t.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
                    help="numpy (CPU) or cupy (GPU)")
     t.add_argument("--iterations", type=int, default=DEMO["iterations"],
-                   help="training iterations; the LR drops 10x at 40%% and 60%% of them")
+                   help="training iterations; the LR drops 10x at 40%% and 60%% of them "
+                        "(--dataset folder: at 200/530 and 400/530 of them, the paper's "
+                        "ImageNet recipe)")
     t.add_argument("--batch-size", type=int, default=DEMO["batch_size"], help="images per step")
     t.add_argument("--lr", type=float, default=DEMO["lr"], help="the base learning rate")
     t.add_argument("--weight-decay", type=float, default=1e-4,
@@ -197,12 +205,13 @@ def _run(args) -> int:
         print(plot_training_curves(args.metrics, args.out))
         return 0
     if args.command == "masks":
-        from .train import load_test_split, load_trained, predict
+        from .train import channel_std, load_test_split, load_trained, predict
         from .viz import plot_masks
         model, mean, meta = load_trained(args.checkpoint)
         data = load_test_split(meta, args.data_dir, args.n)
-        x, preds = predict(model, data.x_test, mean)
-        print(plot_masks(model, x, data.x_test, args.out, data.classes, data.y_test, preds))
+        images = data.x_test[:]              # a folder split decodes here; an array is a view
+        x, preds = predict(model, images, mean, channel_std(meta))
+        print(plot_masks(model, x, images, args.out, data.classes, data.y_test, preds))
         return 0
     if args.command == "evaluate":
         from .train import evaluate_checkpoint
@@ -220,7 +229,8 @@ def _run(args) -> int:
         checkpoint_dir=args.checkpoint_dir or "auto",
         resume={None: False, "yes": True, "auto": "auto"}[args.resume],
         eval_every=args.eval_every, progress=not args.no_progress, augment=not args.no_augment,
-        n_train=args.n_train, n_test=args.n_test,
+        n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
+        workers=args.workers,
         distributed={"auto": "auto", "yes": True, "no": False}[args.distributed],
         sync_batchnorm=not args.no_sync_batchnorm)
     result = train(config)

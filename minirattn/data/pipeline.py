@@ -17,10 +17,12 @@ def pixel_mean(x_uint8):
     return (x_uint8.mean(axis=0, dtype=np.float64) / 255.0).astype(np.float32)
 
 
-def normalize(x_uint8, mean):
-    """uint8 (N, C, H, W) -> float32 x / 255 - mean."""
+def normalize(x_uint8, mean, std=None):
+    """uint8 (N, C, H, W) -> float32 x / 255 - mean, divided by ``std`` when given (folder data
+    sets: per-channel mean and std of shape (C, 1, 1))."""
     np = backend.numpy
-    return x_uint8.astype(np.float32) / np.float32(255.0) - mean
+    x = x_uint8.astype(np.float32) / np.float32(255.0) - mean
+    return x if std is None else x / std
 
 
 def augment(x, rng, pad: int = 4, flip: bool = True):
@@ -70,7 +72,8 @@ class BatchStream:
         return x, self.y[idx]
 
 
-def eval_batches(x_uint8, y, mean, batch_size: int):
-    """Unaugmented, in-order batches for evaluation."""
+def eval_batches(x_uint8, y, mean, batch_size: int, std=None):
+    """Unaugmented, in-order batches for evaluation (``x_uint8`` an array, or a folder split
+    that decodes on indexing)."""
     for s in range(0, len(y), batch_size):
-        yield normalize(x_uint8[s:s + batch_size], mean), y[s:s + batch_size]
+        yield normalize(x_uint8[s:s + batch_size], mean, std), y[s:s + batch_size]

@@ -19,7 +19,8 @@ from .optim import PAPER_ITERATIONS
 #: Settings that say where and how a run goes, not what it computes: a resumed run may change
 #: them, and ``to_dict`` leaves the machine-specific ones out.
 PLACE_FIELDS = ("data_dir", "download", "backend", "checkpoint_dir", "resume", "progress",
-                "log_every", "eval_every", "keep_checkpoints", "distributed", "sync_batchnorm")
+                "log_every", "eval_every", "keep_checkpoints", "distributed", "sync_batchnorm",
+                "workers")
 
 #: Settings a resumed run may change besides PLACE_FIELDS: the base learning rate (lower it after
 #: a blow-up). Every change is recorded in the run's ``resumes``. Everything else is the run's
@@ -54,6 +55,11 @@ class TrainConfig:
     the global batch, split over the ranks. sync_batchnorm: batch norm over the global batch
     (default; N ranks then compute the step one process computes), or False: each rank's shard
     alone (minirattn.distributed).
+    dataset="folder": images from ``data_dir``/train/<class>/ and val/<class>/ (data/folder.py),
+    cropped to ``image_size`` pixels (224 when None; the network's input size follows it),
+    decoded by ``workers`` threads; the LR milestones follow the paper's ImageNet recipe (200k
+    and 400k of 530k, scaled); :func:`train_cifar` also defaults to its batch 256 and 530k
+    iterations there.
     """
     arch: str = "attention92"
     dataset: str = "cifar10"
@@ -72,6 +78,7 @@ class TrainConfig:
     n_test: int | None = None
     model_kwargs: dict = field(default_factory=dict)
     dtype: str = "float32"
+    image_size: int | None = None
     # where and how (PLACE_FIELDS)
     data_dir: str | None = None
     download: bool = False
@@ -84,12 +91,13 @@ class TrainConfig:
     keep_checkpoints: int = 3
     distributed: bool | str = False
     sync_batchnorm: bool = True
+    workers: int = 4
 
     def __post_init__(self):
         check_choice("arch", self.arch, sorted(REGISTRY))
         check_choice("dataset", self.dataset, DATASETS)
         check_choices(self.attention, self.learning, self.mask)
-        for name in ("iterations", "batch_size", "eval_every", "log_every"):
+        for name in ("iterations", "batch_size", "eval_every", "log_every", "workers"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("keep_checkpoints", self.keep_checkpoints, 0)
         check_positive_int("seed", self.seed, 0)
@@ -103,6 +111,11 @@ class TrainConfig:
         if not isinstance(self.model_kwargs, dict):
             raise TypeError(f"model_kwargs: expected a dict of NetworkSpec fields, got "
                             f"{type(self.model_kwargs).__name__}")
+        if self.image_size is not None:
+            if self.dataset != "folder":
+                raise ValueError(f"image_size applies to dataset='folder' only (the {self.dataset} "
+                                 f"images have a fixed size), got image_size={self.image_size}")
+            check_positive_int("image_size", self.image_size, 8)
         check_choice("resume", self.resume, (False, True, "auto"))
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("distributed", self.distributed, (False, True, "auto"))
@@ -114,6 +127,11 @@ class TrainConfig:
             raise TypeError(f"checkpoint_dir: expected a folder name, 'auto' or None, got "
                             f"{type(self.checkpoint_dir).__name__}")
         B.get(self.backend)      # BackendError now, not after loading data
+
+    @property
+    def recipe(self) -> str:
+        """The paper's schedule this run scales: "imagenet" for folders of images, else "cifar"."""
+        return "imagenet" if self.dataset == "folder" else "cifar"
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some settings changed (validated again)."""

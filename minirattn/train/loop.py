@@ -31,7 +31,8 @@ from .. import backend as B
 from .. import distributed as D
 from .. import functional as F
 from ..checks import check_positive_int
-from ..data import BatchStream, eval_batches, load_dataset, normalize, pixel_mean
+from ..data import (BatchStream, FolderStream, channel_stats, eval_batches, load_dataset,
+                    normalize, pixel_mean)
 from ..models import build
 from .checkpoint import (CheckpointError, CheckpointWriteError, checkpoint_name,
                          latest_valid_checkpoint, list_checkpoints, load_checkpoint,
@@ -39,6 +40,7 @@ from .checkpoint import (CheckpointError, CheckpointWriteError, checkpoint_name,
 from .config import AUTO, RESUME_MAY_CHANGE, TrainConfig
 from .noise import add_label_noise
 from .optim import SGD, StepSchedule
+from .optim import IMAGENET_BATCH, IMAGENET_ITERATIONS
 
 
 class TrainingDiverged(RuntimeError):
@@ -73,7 +75,8 @@ class TrainResult:
 # ---- the parts -----------------------------------------------------------------------------
 @dataclass
 class TrainData:
-    """What a run trains and tests on: a seeded batch stream, the test split, the mean image."""
+    """What a run trains and tests on: a seeded batch stream, the test split, the mean image
+    (folders of images: per-channel mean and ``std``)."""
     stream: BatchStream
     x_test: object
     y_test: object
@@ -82,6 +85,7 @@ class TrainData:
     image_shape: tuple
     n_train: int
     flipped: int
+    std: object = None
 
 
 def prepare_data(config: TrainConfig, echo=print) -> TrainData:
@@ -90,17 +94,23 @@ def prepare_data(config: TrainConfig, echo=print) -> TrainData:
     if config.progress:
         echo(f"{'generating' if config.dataset == 'shapes' else 'loading'} {config.dataset} ...")
     data = load_dataset(config.dataset, config.data_dir, config.download, n_train=config.n_train,
-                        n_test=config.n_test, seed=config.seed, progress=config.progress)
+                        n_test=config.n_test, seed=config.seed, progress=config.progress,
+                        image_size=config.image_size, workers=config.workers)
     y_train, flipped = data.y_train, ()
     if config.label_noise > 0:
         y_train, flipped = add_label_noise(
             y_train, config.label_noise, data.num_classes, config.seed
         )
-    mean = pixel_mean(data.x_train)
-    stream = BatchStream(data.x_train, y_train, mean, config.batch_size, seed=config.seed,
-                         augment_data=config.augment)
+    if config.dataset == "folder":
+        mean, std = channel_stats()
+        stream = FolderStream(data.x_train, y_train, mean, std, config.batch_size,
+                              seed=config.seed, augment_data=config.augment)
+    else:
+        mean, std = pixel_mean(data.x_train), None
+        stream = BatchStream(data.x_train, y_train, mean, config.batch_size, seed=config.seed,
+                             augment_data=config.augment)
     return TrainData(stream, data.x_test, data.y_test, mean, data.num_classes, data.image_shape,
-                     len(y_train), len(flipped))
+                     len(y_train), len(flipped), std)
 
 
 def model_settings(config: TrainConfig, num_classes: int, image_shape) -> dict:
@@ -176,7 +186,8 @@ def resume_point(config: TrainConfig, echo=print):
     different = config.differences(saved)
     if "iterations" in different:
         (old, new), at = different["iterations"], meta["iteration"]
-        before, after = StepSchedule(config.lr, old), StepSchedule(config.lr, new)
+        before = StepSchedule(config.lr, old, recipe=config.recipe)
+        after = StepSchedule(config.lr, new, recipe=config.recipe)
         raise ValueError(
             f"cannot resume from {path} with iterations={new}: the run was set up for {old}, and "
             f"the learning-rate schedule would move its milestones from {before.milestones} to "
@@ -279,9 +290,9 @@ class MetricLog:
         self.t_log = time.perf_counter()
 
 
-def evaluate(model, x_uint8, y, mean, batch_size=500, comm=None):
-    """(accuracy, mean loss) of ``model`` in eval mode on uint8 images; with a ``comm`` of several
-    ranks each evaluates its slice and the sums are added up."""
+def evaluate(model, x_uint8, y, mean, batch_size=500, comm=None, std=None):
+    """(accuracy, mean loss) of ``model`` in eval mode on uint8 images (or a folder split); with
+    a ``comm`` of several ranks each evaluates its slice and the sums are added up."""
     name = model.backend
     correct, loss_sum = 0, 0.0
     n = len(y)
@@ -289,7 +300,7 @@ def evaluate(model, x_uint8, y, mean, batch_size=500, comm=None):
         lo, hi = D.shard(n, comm.rank, comm.size)
         x_uint8, y = x_uint8[lo:hi], y[lo:hi]
     with model.mode(False):
-        for xb, yb in eval_batches(x_uint8, y, mean, batch_size):
+        for xb, yb in eval_batches(x_uint8, y, mean, batch_size, std):
             xd, yd = B.to_device(xb.astype(model.dtype, copy=False), name), B.to_device(yb, name)
             logits = model(xd)
             loss, _ = F.softmax_cross_entropy(logits, yd, validate=False)
@@ -401,7 +412,7 @@ def _train(config: TrainConfig, comm, step, echo, on_evaluate=None) -> TrainResu
     comm.collective(prepare_checkpoint_dir, config, model, say)
     record = run_record(config, data, model)
     optimizer = SGD(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    schedule = StepSchedule(config.lr, config.iterations)
+    schedule = StepSchedule(config.lr, config.iterations, recipe=config.recipe)
     history, start, last_ckpt = [], 0, None
     if resume_from is not None:
         last_ckpt, arrays, meta, changed = resume_from
@@ -442,7 +453,7 @@ def _train(config: TrainConfig, comm, step, echo, on_evaluate=None) -> TrainResu
     def test():
         if comm.size > 1 and not config.sync_batchnorm:
             D.broadcast_model(model, comm)                 # rank 0's running statistics
-        return evaluate(model, data.x_test, data.y_test, data.mean, comm=comm)
+        return evaluate(model, data.x_test, data.y_test, data.mean, comm=comm, std=data.std)
     try:
         for it in range(start, config.iterations):
             xb, yb = data.stream.batch(it)
@@ -495,13 +506,18 @@ def train_cifar(*, echo=print, **settings) -> TrainResult:
     """Train a Residual Attention Network with the paper's recipe (Sec. 4.1).
 
     ``settings`` are the fields of :class:`TrainConfig` (validated before anything is loaded);
-    its defaults are the paper's: Attention-92 on CIFAR-10, Nesterov SGD, momentum 0.9, weight
+    its defaults are the paper's CIFAR recipe: Attention-92 on CIFAR-10, Nesterov SGD, momentum 0.9, weight
     decay 1e-4, batch 64, LR 0.1 divided by 10 at 40% and 60% of ``iterations`` (64k and 96k of
     160k), augmentation by zero-padding 4, random crop and horizontal flip, per-pixel mean
     subtraction. Returns a :class:`TrainResult`; writes checkpoints and ``metrics.json`` to
     ``checkpoint_dir``: by default runs/<dataset>-<arch>[-N] under the working directory, None
-    keeps nothing.
+    keeps nothing. With ``dataset="folder"`` the paper's ImageNet recipe is the default instead:
+    batch 256, 530k iterations, LR divided by 10 at 200k and 400k (scaled), scale and aspect-ratio
+    augmentation (data/folder.py).
     """
+    if settings.get("dataset") == "folder":
+        settings.setdefault("iterations", IMAGENET_ITERATIONS)
+        settings.setdefault("batch_size", IMAGENET_BATCH)
     return train(TrainConfig(**settings), echo=echo)
 
 
@@ -550,11 +566,19 @@ def load_test_split(meta: dict, data_dir: str | None = None, n_test=None):
     cfg = meta["config"]
     if n_test is not None:
         check_positive_int("n_test", n_test)
+    if cfg["dataset"] == "folder":                 # a folder split decodes when sliced: thin it
+        return load_dataset("folder", data_dir, n_test=n_test or cfg.get("n_test"),
+                            need_train=False, image_size=cfg.get("image_size"))
     data = load_dataset(cfg["dataset"], data_dir, n_test=cfg.get("n_test"), seed=cfg["seed"],
                         need_train=False)
     if n_test:
         data.x_test, data.y_test = data.x_test[:n_test], data.y_test[:n_test]
     return data
+
+
+def channel_std(meta: dict):
+    """The per-channel std a run's images were divided by (folders of images), else None."""
+    return channel_stats()[1] if meta["config"].get("dataset") == "folder" else None
 
 
 def evaluate_checkpoint(
@@ -563,15 +587,15 @@ def evaluate_checkpoint(
     """Test accuracy of a saved model on its data set's test split."""
     model, mean, meta = load_trained(path, backend)
     data = load_test_split(meta, data_dir, n_test)
-    acc, loss = evaluate(model, data.x_test, data.y_test, mean)
+    acc, loss = evaluate(model, data.x_test, data.y_test, mean, std=channel_std(meta))
     cfg = meta["config"]
     return dict(accuracy=acc, error=1 - acc, loss=loss, iteration=meta["iteration"],
                 n_test=len(data.y_test), arch=cfg["arch"], dataset=cfg["dataset"])
 
 
-def predict(model, x_uint8, mean):
+def predict(model, x_uint8, mean, std=None):
     """(normalised images, predicted classes) of ``model`` in eval mode, on the host."""
-    x = normalize(x_uint8, mean)
+    x = normalize(x_uint8, mean, std)
     with model.mode(False):
         xd = B.to_device(x.astype(model.dtype, copy=False), model.backend)
         preds = B.to_numpy(model(xd).argmax(axis=1))

@@ -16,6 +16,13 @@ from ..checks import check_number
 
 PAPER_ITERATIONS = 160_000
 PAPER_MILESTONES = (64_000, 96_000)
+#: the paper's ImageNet recipe (Sec. 4.3): batch 256, LR 0.1 / 10 at 200k and 400k, stop at 530k
+IMAGENET_ITERATIONS = 530_000
+IMAGENET_MILESTONES = (200_000, 400_000)
+IMAGENET_BATCH = 256
+#: recipe -> (the paper's iterations, its milestones)
+RECIPES = {"cifar": (PAPER_ITERATIONS, PAPER_MILESTONES),
+           "imagenet": (IMAGENET_ITERATIONS, IMAGENET_MILESTONES)}
 
 
 def decays(name: str) -> bool:
@@ -84,15 +91,20 @@ class SGD:
 
 
 class StepSchedule:
-    """LR 0.1, divided by 10 at 64k and 96k of 160k iterations: the milestones are scaled
-    in proportion when training for fewer (or more) iterations."""
+    """LR 0.1, divided by 10 at 64k and 96k of 160k iterations (``recipe="cifar"``) or at 200k
+    and 400k of 530k (``"imagenet"``): the milestones are scaled in proportion when training for
+    fewer (or more) iterations."""
 
-    def __init__(self, base_lr=0.1, iterations=PAPER_ITERATIONS, milestones=None, gamma=0.1):
+    def __init__(self, base_lr=0.1, iterations=PAPER_ITERATIONS, milestones=None, gamma=0.1,
+                 recipe="cifar"):
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}: expected one of {sorted(RECIPES)}")
         self.base_lr, self.iterations, self.gamma = base_lr, iterations, gamma
         if milestones is None:
-            milestones = tuple(round(m * iterations / PAPER_ITERATIONS) for m in PAPER_MILESTONES)
+            total, marks = RECIPES[recipe]
+            milestones = tuple(round(m * iterations / total) for m in marks)
         self.milestones = tuple(milestones)
 
     def __call__(self, iteration: int) -> float:
