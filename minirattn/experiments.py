@@ -364,7 +364,7 @@ def reproduce(table: str, scale: str = "small", *, seeds: int = 3, jobs: int = 1
                for v, s, folder in p.runs]                          # validated, all of them
     if overrides and "iterations" in overrides:
         echo(f"note: settings changed from the {scale} scale: {overrides}")
-    command = " ".join(sys.argv)
+    command = _command_line(sys.argv)
     pending = [(i, c) for i, c in enumerate(configs)
                if read_result(p.result_path(c.checkpoint_dir)) is None]
     done = len(configs) - len(pending)
@@ -455,6 +455,16 @@ def _run_side_by_side(p, configs, pending, jobs, command, bar, echo):
                                    f"output is in {os.path.join(folder, 'log.txt')}. The other "
                                    f"runs were stopped; run the same command again to resume")
             _tick(bar, echo, record)
+
+
+def _command_line(argv) -> str:
+    """The command as a user would type it: ``minirattn ...`` for the entry point or
+    ``python -m minirattn``, not the path of the script that ran it on this machine."""
+    first = os.path.basename(argv[0]) if argv else ""
+    if first in ("minirattn", "__main__.py") or argv[0].endswith(os.path.join("minirattn",
+                                                                                "__main__.py")):
+        return " ".join(["minirattn", *argv[1:]])
+    return " ".join(argv)
 
 
 def _child(spec_json):

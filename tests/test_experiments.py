@@ -193,3 +193,11 @@ def test_the_command_reproduces_a_table(tmp_path, capsys, monkeypatch):
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "Table 4" in out and "results:" in out
+
+
+def test_the_recorded_command_is_what_a_user_types():
+    from minirattn.experiments import _command_line
+    assert _command_line(["/home/u/venv/lib/minirattn/__main__.py", "reproduce", "table5"]) == \
+        "minirattn reproduce table5"
+    assert _command_line(["/usr/local/bin/minirattn", "reproduce", "fig4"]) == "minirattn reproduce fig4"
+    assert _command_line(["script.py", "x"]) == "script.py x"

@@ -237,3 +237,21 @@ def test_the_command_line_trains_on_a_folder_and_evaluates_and_draws_the_checkpo
         assert main(["masks", "--checkpoint", str(run / "ckpt-00000002.rattn"), "--data-dir",
                      folder, "--n", "2", "--out", str(tmp_path / "m.png")]) == 0
     assert (tmp_path / "m.png").stat().st_size > 1000
+
+
+def test_a_folder_run_resumed_gives_exactly_the_weights_of_an_uninterrupted_one(folder, tmp_path):
+    import shutil
+    kw = dict(dataset="folder", data_dir=folder, image_size=32, arch="attentionnext56_imagenet",
+              iterations=6, batch_size=6, eval_every=3, progress=False, workers=2,
+              model_kwargs=dict(widths=(32, 32, 32), stem_width=8, final_width=32,
+                                final_units=1, cardinality=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = train_cifar(checkpoint_dir=str(tmp_path / "a"), **kw)
+        shutil.copytree(tmp_path / "a", tmp_path / "b")
+        os.remove(tmp_path / "b" / "ckpt-00000006.rattn")          # "interrupted" after 3
+        resumed = train_cifar(checkpoint_dir=str(tmp_path / "b"), resume=True,
+                              echo=lambda *a: None, **kw)
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
