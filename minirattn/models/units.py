@@ -44,6 +44,14 @@ def _conv(in_ch, out_ch, k, stride=1, groups=1, **kw):
                      **kw)
 
 
+def _share(unit: str, out_ch: int, parts: int, what: str) -> int:
+    """out_ch / parts, or a clear error when out_ch does not split into ``parts``."""
+    if out_ch < parts or out_ch % parts:
+        raise ValueError(f"{unit}: out_ch must be a positive multiple of {parts} ({what}), got "
+                         f"{out_ch}")
+    return out_ch // parts
+
+
 def _bn_relu(ch, dtype):
     return nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(inplace=True)
 
@@ -54,10 +62,7 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rng=None, dtype="float32"):
         super().__init__()
-        if out_ch < 4 or out_ch % 4:
-            raise ValueError(f"ResidualUnit: out_ch must be a positive multiple of 4 (bottleneck "
-                             f"out_ch/4), got {out_ch}")
-        mid = out_ch // 4
+        mid = _share("ResidualUnit", out_ch, 4, "bottleneck out_ch/4")
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.bn1, self.relu1 = _bn_relu(in_ch, dtype)
@@ -144,10 +149,7 @@ class InceptionUnit(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rng=None, dtype="float32"):
         super().__init__()
-        if out_ch < 8 or out_ch % 8:
-            raise ValueError(f"InceptionUnit: out_ch must be a positive multiple of 8 (three "
-                             f"branches of out_ch/8), got {out_ch}")
-        b = out_ch // 8
+        b = _share("InceptionUnit", out_ch, 8, "three branches of out_ch/8")
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride, self.branch_width = in_ch, out_ch, stride, b
         self.bn, self.relu = _bn_relu(in_ch, dtype)
