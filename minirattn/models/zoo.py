@@ -45,14 +45,14 @@ REGISTRY = {
     "attention92_imagenet": (_imagenet((1, 2, 3)), "ImageNet Attention-92 (Table 2)", 51.3e6),
     "attentionnext56_imagenet": (_imagenet((1, 1, 1), "resnext"),
                                  "ImageNet AttentionNeXt-56: ResNeXt units (32 groups, width C/2), "
-                                 "as the authors' prototxt", 31.9e6),
+                                 "as the authors' prototxt", None),
     "attentionnext92_imagenet": (_imagenet((1, 2, 3), "resnext"),
                                  "ImageNet AttentionNeXt-92: ResNeXt units, as the authors' "
                                  "prototxt", None),
     "attentioninception56_imagenet": (_imagenet((1, 1, 1), "inception"),
                                       "ImageNet AttentionInception-56: pre-activation "
                                       "Inception-ResNet-A units (3 branches of C/8; layout chosen "
-                                      "here, docs/architecture.md)", 31.9e6),
+                                      "here, docs/architecture.md)", None),
 }
 
 
