@@ -230,5 +230,8 @@ def test_batch_stream_is_a_pure_function_of_seed_and_iteration():
     epoch = np.concatenate([s1.batch(i)[1] for i in range(3)])   # 3 batches of 6 per epoch
     assert len(set(epoch)) == 18             # no repeats within an epoch
     assert not np.array_equal(BatchStream(x, y, mean, 6, seed=2).batch(0)[1], s1.batch(0)[1])
+    shard = s1.batch(4, 2, 5)                # a data-parallel rank's slice of the same batch
+    np.testing.assert_array_equal(shard[0], s2.batch(4)[0][2:5])
+    np.testing.assert_array_equal(shard[1], s2.batch(4)[1][2:5])
     with pytest.raises(ValueError, match="batch_size: expected an int >= 1, got 0"):
         BatchStream(x, y, mean, 0)

@@ -123,6 +123,10 @@ def test_batches_are_a_function_of_seed_and_iteration_and_resume_exactly(folder)
     x5, y5 = b.batch(5)                                   # a run resumed at iteration 5
     np.testing.assert_array_equal(x5, run[5][0])
     np.testing.assert_array_equal(y5, run[5][1])
+    # a data-parallel rank decodes its shard only, and gets exactly that slice of the batch
+    x_shard, y_shard = b.batch(5, 2, 5)
+    np.testing.assert_array_equal(x_shard, run[5][0][2:5])
+    np.testing.assert_array_equal(y_shard, run[5][1][2:5])
     c = _stream(folder, seed=1)
     assert not np.array_equal(c.batch(0)[0], run[0][0])
     # an epoch is a permutation: 36 images, 6 batches of 6, every image once

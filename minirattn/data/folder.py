@@ -200,25 +200,30 @@ class FolderStream:
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
         return perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
-    def _decode(self, iteration):
+    def _decode(self, iteration, lo=0, hi=None):
         np = backend.numpy
-        idx = self._indices(iteration)
+        idx = self._indices(iteration)[lo:hi]
         if not self.augment_data:
             return self.images[idx], idx
         seed = self.seed
 
         def crop(j, im):
-            # a generator per slot: image j's crop does not depend on the decoding order
-            return train_crop(im, self.images.size, np.random.default_rng([seed, 1, iteration, j]))
+            # a generator per slot of the global batch: image j's crop depends neither on the
+            # decoding order nor on which rank's shard it falls in
+            return train_crop(im, self.images.size,
+                              np.random.default_rng([seed, 1, iteration, lo + j]))
         return self.images.decode(idx, crop, slots=True), idx
 
-    def batch(self, iteration: int):
-        """(x float32 (B, 3, size, size), y int64 (B,)) for ``iteration`` (0-based)."""
-        if self._ahead is not None and self._ahead[0] == iteration:
+    def batch(self, iteration: int, lo: int = 0, hi: int | None = None):
+        """(x float32 (B, 3, size, size), y int64 (B,)) for ``iteration`` (0-based); only
+        images lo:hi of it are decoded when given (a data-parallel rank's shard)."""
+        key = (iteration, lo, hi)
+        if self._ahead is not None and self._ahead[0] == key:
             x_uint8, idx = self._ahead[1].result()
         else:
-            x_uint8, idx = self._decode(iteration)
-        self._ahead = (iteration + 1, self._prefetch.submit(self._decode, iteration + 1))
+            x_uint8, idx = self._decode(*key)
+        self._ahead = ((iteration + 1, lo, hi),
+                       self._prefetch.submit(self._decode, iteration + 1, lo, hi))
         return normalize_channels(x_uint8, self.mean, self.std), self.y[idx]
 
 

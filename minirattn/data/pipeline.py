@@ -58,8 +58,9 @@ class BatchStream:
         self.batches_per_epoch = len(y) // batch_size
         self._perm_epoch, self._perm = None, None
 
-    def batch(self, iteration: int):
-        """(x float32 (B, C, H, W), y int64 (B,)) for ``iteration`` (0-based)."""
+    def batch(self, iteration: int, lo: int = 0, hi: int | None = None):
+        """(x float32 (B, C, H, W), y int64 (B,)) for ``iteration`` (0-based); images lo:hi of
+        it only when given (a data-parallel rank's shard)."""
         np = backend.numpy
         epoch, pos = divmod(iteration, self.batches_per_epoch)
         if self._perm_epoch != epoch:
@@ -67,9 +68,9 @@ class BatchStream:
             self._perm_epoch = epoch
         idx = self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
         x = normalize(self.x[idx], self.mean)
-        if self.augment_data:
+        if self.augment_data:         # drawn for the whole batch: every shard sees the same draws
             x = augment(x, np.random.default_rng([self.seed, 1, iteration]))
-        return x, self.y[idx]
+        return x[lo:hi], self.y[idx][lo:hi]
 
 
 def eval_batches(x_uint8, y, mean, batch_size: int, std=None):

@@ -456,10 +456,8 @@ def _train(config: TrainConfig, comm, step, echo, on_evaluate=None) -> TrainResu
         return evaluate(model, data.x_test, data.y_test, data.mean, comm=comm, std=data.std)
     try:
         for it in range(start, config.iterations):
-            xb, yb = data.stream.batch(it)
-            if comm.size > 1:
-                lo, hi = D.shard(len(yb), comm.rank, comm.size)
-                xb, yb = xb[lo:hi], yb[lo:hi]
+            # this rank's slice of global batch it (a folder stream decodes only that slice)
+            xb, yb = data.stream.batch(it, *D.shard(config.batch_size, comm.rank, comm.size))
             lr = schedule(it)
             xb = xb.astype(config.dtype, copy=False)
             loss, correct = step(model, optimizer, B.to_device(xb, config.backend),
