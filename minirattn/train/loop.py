@@ -507,11 +507,11 @@ def train_cifar(*, echo=print, **settings) -> TrainResult:
     its defaults are the paper's CIFAR recipe: Attention-92 on CIFAR-10, Nesterov SGD, momentum
     0.9, weight decay 1e-4, batch 64, LR 0.1 divided by 10 at 40% and 60% of ``iterations``
     (64k and 96k of 160k), augmentation by zero-padding 4, random crop and horizontal flip,
-    per-pixel mean subtraction. Returns a :class:`TrainResult`; writes checkpoints and ``metrics.json`` to
-    ``checkpoint_dir``: by default runs/<dataset>-<arch>[-N] under the working directory, None
-    keeps nothing. With ``dataset="folder"`` the paper's ImageNet recipe is the default instead:
-    batch 256, 530k iterations, LR divided by 10 at 200k and 400k (scaled), scale and aspect-ratio
-    augmentation (data/folder.py).
+    per-pixel mean subtraction. With ``dataset="folder"`` the paper's ImageNet recipe is the
+    default instead: batch 256, 530k iterations, LR divided by 10 at 200k and 400k (scaled),
+    scale and aspect-ratio augmentation (data/folder.py). Returns a :class:`TrainResult`;
+    writes checkpoints and ``metrics.json`` to ``checkpoint_dir``: by default
+    runs/<dataset>-<arch>[-N] under the working directory, None keeps nothing.
     """
     if settings.get("dataset") == "folder":
         settings.setdefault("iterations", IMAGENET_ITERATIONS)
