@@ -189,9 +189,12 @@ def test_a_corrupt_image_stops_with_its_name(tmp_path):
 def test_images_smaller_than_the_crop_are_enlarged_with_a_warning(tmp_path):
     make_folder(tmp_path, 2, 1)
     data = load_dataset("folder", str(tmp_path), image_size=128)      # every image is <= 90
-    with pytest.warns(UserWarning, match=r"smaller than the 128-pixel crop are enlarged"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         x = data.x_test[:]
-    assert x.shape == (3, 3, 128, 128)
+    assert x.shape == (3, 3, 128, 128) and data.x_test.n_small == 3
+    said = [str(w.message) for w in caught if "smaller than the 128-pixel crop" in str(w.message)]
+    assert len(said) == 1 and "the first:" in said[0]                    # once, not per image
 
 
 def test_image_size_belongs_to_folders_only():

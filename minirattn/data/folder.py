@@ -12,8 +12,8 @@ layout, and most user data sets'), with the paper's ImageNet augmentation.
 - Evaluation crops: the shorter side resized to ``size / 0.875``, the centre ``size`` x ``size``.
 - Normalisation: per channel, (x / 255 - mean) / std with ImageNet's statistics.
 - A file Pillow cannot decode stops the run with a :class:`DataError` naming it (the checkpoints
-  stay; remove or replace the file and resume). Images smaller than the crop are enlarged, and a
-  warning counts them once per split.
+  stay; remove or replace the file and resume). Images smaller than the crop are enlarged: a
+  warning at the first of a split, ``FolderImages.n_small`` counts them.
 - Batch ``i`` of a run is a pure function of (seed, i) as in pipeline.py: exact resume. Images are
   decoded by ``workers`` threads (Pillow releases the GIL while decoding and resizing), and the
   next batch is decoded while the network trains on this one.
@@ -135,7 +135,7 @@ class FolderImages:
     def __init__(self, paths, size: int, workers: int = 4, name: str = "images"):
         self.paths, self.size, self.workers, self.name = list(paths), size, workers, name
         self._pool = None
-        self._small = set()
+        self.n_small = 0                   # images so far smaller than the crop (enlarged)
 
     @property
     def shape(self):
@@ -156,11 +156,12 @@ class FolderImages:
 
     def open(self, i: int):
         im = load_rgb(self.paths[i])
-        if min(im.width, im.height) < self.size and i not in self._small:
-            self._small.add(i)
-            warnings.warn(f"{self.name}: {len(self._small)} image(s) so far smaller than the "
-                          f"{self.size}-pixel crop are enlarged (latest {self.paths[i]!r}, "
-                          f"{im.width}x{im.height})", stacklevel=2)
+        if min(im.width, im.height) < self.size:
+            self.n_small += 1
+            if self.n_small == 1:               # once: a data set of small images is no surprise
+                warnings.warn(f"{self.name}: images smaller than the {self.size}-pixel crop are "
+                              f"enlarged (the first: {self.paths[i]!r}, {im.width}x{im.height}; "
+                              f"n_small counts them)", stacklevel=2)
         return im
 
     def decode(self, indices, fn, slots=False):
@@ -190,14 +191,19 @@ class FolderStream:
         self.images, self.y, self.mean, self.std = images, y, mean, std
         self.batch_size, self.seed, self.augment_data = batch_size, seed, augment_data
         self.batches_per_epoch = len(y) // batch_size
-        self._ahead = None                                     # (iteration, future)
+        self._ahead = None                               # ((iteration, lo, hi), future)
+        self._perms = {}                                 # epoch -> permutation (the last two)
         # its own thread: a prefetch waiting on the decoding pool must not occupy a decoder
         self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="minirattn-prefetch")
 
     def _indices(self, iteration):
         np = backend.numpy
         epoch, pos = divmod(iteration, self.batches_per_epoch)
-        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+        perm = self._perms.get(epoch)
+        if perm is None:             # both threads may compute it: the same array either way
+            perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.y))
+            self._perms = {e: p for e, p in self._perms.items() if e >= epoch - 1}
+            self._perms[epoch] = perm
         return perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
     def _decode(self, iteration, lo=0, hi=None):
