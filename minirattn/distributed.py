@@ -37,11 +37,8 @@ from . import backend as B
 #: Variables a launcher sets to the number of ranks (MPICH/Hydra and Intel MPI, Open MPI,
 #: MVAPICH, Slurm's srun).
 LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
-#: ... to this rank's index,
+#: ... and to this rank's index.
 LAUNCHER_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "SLURM_PROCID")
-#: ... and to the rank's index among those on the same machine (which GPU it takes).
-LAUNCHER_LOCAL_RANK_VARS = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK",
-                            "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID")
 
 
 class DistributedError(RuntimeError):
@@ -420,13 +417,11 @@ def describe_ranks(comm: Communicator) -> str:
 
 
 def pick_device(comm: Communicator, backend: str) -> None:
-    """On CuPy, rank r takes the GPU of its local rank (one GPU per rank on each machine)."""
+    """On CuPy, rank r takes the GPU of its local rank (one GPU per rank on each machine; MPI
+    tells the local rank: the ranks on one machine share a communicator). Simulated ranks
+    (threads of one process) share device 0."""
     if backend == "cupy" and comm.size > 1:
-        local = getattr(comm, "local_rank", None)
-        if local is None:
-            local = next((int(os.environ[v]) for v in LAUNCHER_LOCAL_RANK_VARS
-                          if os.environ.get(v, "").isdigit()), 0)
-        B.use_device(local)
+        B.use_device(getattr(comm, "local_rank", 0))
 
 
 def _version() -> str:
