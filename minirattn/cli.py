@@ -190,9 +190,11 @@ def _run(args) -> int:
     if args.command == "models":
         from .models import build, list_models
         print(f"{'name':<22} {'parameters':>12} {'paper':>8}  description")
-        for name, desc, paper in list_models():
+        models = list_models()
+        width = max(len(name) for name, _, _ in models)
+        for name, desc, paper in models:
             n = build(name, num_classes=1000 if name.endswith("imagenet") else 10).num_parameters()
-            print(f"{name:<22} {n:>12,} {(f'{paper / 1e6:.1f}M' if paper else '-'):>8}  {desc}")
+            print(f"{name:<{width}} {n:>12,} {(f'{paper / 1e6:.1f}M' if paper else '-'):>8}  {desc}")
         return 0
     if args.command == "reproduce":
         from .experiments import reproduce
