@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from .. import backend
 from ..checks import check_positive_int
 from .base import DataError, Dataset
+from .pipeline import normalize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 #: per-channel statistics of ImageNet's training set, on the [0, 1] scale (RGB)
@@ -37,7 +38,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875
-SPLITS = (("train",), ("val", "test"))
+#: where the test split is looked for, in order (train is always data_dir/train)
+TEST_SPLITS = ("val", "test")
 
 
 def _pil():
@@ -230,13 +232,7 @@ class FolderStream:
             x_uint8, idx = self._decode(*key)
         self._ahead = ((iteration + 1, lo, hi),
                        self._prefetch.submit(self._decode, iteration + 1, lo, hi))
-        return normalize_channels(x_uint8, self.mean, self.std), self.y[idx]
-
-
-def normalize_channels(x_uint8, mean, std):
-    """uint8 (N, C, H, W) -> float32 (x / 255 - mean) / std, mean and std of shape (C, 1, 1)."""
-    np = backend.numpy
-    return (x_uint8.astype(np.float32) / np.float32(255.0) - mean) / std
+        return normalize(x_uint8, self.mean, self.std), self.y[idx]
 
 
 def channel_stats():
@@ -254,7 +250,7 @@ def load_folder(data_dir, size: int = 224, workers: int = 4) -> Dataset:
         raise DataError("the folder data set needs data_dir (--data-dir): a folder holding "
                         "train/<class>/<image> and val/<class>/<image>")
     train_paths, y_train, classes = scan_split(os.path.join(data_dir, "train"))
-    test_dir = next((os.path.join(data_dir, s) for s in SPLITS[1]
+    test_dir = next((os.path.join(data_dir, s) for s in TEST_SPLITS
                      if os.path.isdir(os.path.join(data_dir, s))), os.path.join(data_dir, "val"))
     test_paths, y_test, test_classes = scan_split(test_dir)
     if test_classes != classes:

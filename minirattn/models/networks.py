@@ -23,7 +23,7 @@ from .. import backend
 from .. import nn
 from ..checks import check_positive_int
 from .attention import AttentionModule, check_choices
-from .units import UNITS, is_post_activation, unit_factory
+from .units import UNITS, inner_width, is_post_activation, unit_factory
 
 
 @dataclass(frozen=True)
@@ -68,19 +68,12 @@ def validate_spec(spec: NetworkSpec) -> None:
         check_positive_int(f"spec.modules[{i}]", m, 0)
         check_positive_int(f"spec.units[{i}]", u, 0)
         check_positive_int(f"spec.pools[{i}]", k, 1)
-        if w < 4 or w % 4:
-            raise ValueError(f"spec.widths[{i}]: expected a positive multiple of 4, got {w}")
     if spec.unit not in UNITS:
         raise ValueError(f"spec.unit: expected one of {list(UNITS)}, got {spec.unit!r}")
     check_positive_int("spec.cardinality", spec.cardinality, 1)
     for where, w in [(f"spec.widths[{i}]", w) for i, w in enumerate(spec.widths)] + [
             ("spec.final_width", spec.final_width)]:
-        if spec.unit == "resnext" and (w % 2 or (w // 2) % spec.cardinality):
-            raise ValueError(f"{where}: a ResNeXt unit needs width/2 to be a multiple of the "
-                             f"cardinality {spec.cardinality}, got width {w}")
-        if spec.unit == "inception" and w % 8:
-            raise ValueError(f"{where}: an Inception unit needs a multiple of 8 (three branches "
-                             f"of width/8), got {w}")
+        inner_width(spec.unit, w, spec.cardinality, who=where)
     if spec.stem not in ("cifar", "imagenet"):
         raise ValueError(f"spec.stem: expected 'cifar' or 'imagenet', got {spec.stem!r}")
     size = spec.input_size

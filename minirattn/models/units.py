@@ -44,12 +44,21 @@ def _conv(in_ch, out_ch, k, stride=1, groups=1, **kw):
                      **kw)
 
 
-def _share(unit: str, out_ch: int, parts: int, what: str) -> int:
-    """out_ch / parts, or a clear error when out_ch does not split into ``parts``."""
-    if out_ch < parts or out_ch % parts:
-        raise ValueError(f"{unit}: out_ch must be a positive multiple of {parts} ({what}), got "
-                         f"{out_ch}")
-    return out_ch // parts
+def inner_width(kind: str, width: int, cardinality: int = 32, who: str = "unit") -> int:
+    """The inner width of a ``kind`` unit of output ``width`` (preact: the bottleneck width/4;
+    resnext: the grouped width/2, a multiple of ``cardinality``; inception: each branch's
+    width/8), or a ValueError naming ``who``. Units and ``validate_spec`` both ask here."""
+    if kind == "resnext":
+        if width < 2 or width % 2 or (width // 2) % cardinality:
+            raise ValueError(f"{who}: a ResNeXt unit needs width/2 to be a multiple of the "
+                             f"cardinality {cardinality}, got width {width}")
+        return width // 2
+    parts, name, what = {"preact": (4, "a residual", "bottleneck width/4"),
+                         "inception": (8, "an Inception", "three branches of width/8")}[kind]
+    if width < parts or width % parts:
+        raise ValueError(f"{who}: {name} unit needs a positive multiple of {parts}, got {width} "
+                         f"({what})")
+    return width // parts
 
 
 def _bn_relu(ch, dtype):
@@ -62,7 +71,7 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rng=None, dtype="float32"):
         super().__init__()
-        mid = _share("ResidualUnit", out_ch, 4, "bottleneck out_ch/4")
+        mid = inner_width("preact", out_ch, who="ResidualUnit")
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.bn1, self.relu1 = _bn_relu(in_ch, dtype)
@@ -103,11 +112,7 @@ class ResNeXtUnit(nn.Module):
                  rng=None, dtype="float32"):
         super().__init__()
         check_positive_int("cardinality", cardinality, 1)
-        mid = out_ch // 2
-        if out_ch % 2 or mid % cardinality:
-            raise ValueError(f"ResNeXtUnit: out_ch/2 must be a multiple of the cardinality "
-                             f"{cardinality} (the grouped 3x3 splits it evenly), got out_ch "
-                             f"{out_ch}")
+        mid = inner_width("resnext", out_ch, cardinality, who="ResNeXtUnit")
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride, self.cardinality = in_ch, out_ch, stride, cardinality
         self.conv1 = _conv(in_ch, mid, 1, **kw)
@@ -149,7 +154,7 @@ class InceptionUnit(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, stride: int = 1, *, rng=None, dtype="float32"):
         super().__init__()
-        b = _share("InceptionUnit", out_ch, 8, "three branches of out_ch/8")
+        b = inner_width("inception", out_ch, who="InceptionUnit")
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride, self.branch_width = in_ch, out_ch, stride, b
         self.bn, self.relu = _bn_relu(in_ch, dtype)
