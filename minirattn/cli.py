@@ -194,7 +194,8 @@ def _run(args) -> int:
         width = max(len(name) for name, _, _ in models)
         for name, desc, paper in models:
             n = build(name, num_classes=1000 if name.endswith("imagenet") else 10).num_parameters()
-            print(f"{name:<{width}} {n:>12,} {(f'{paper / 1e6:.1f}M' if paper else '-'):>8}  {desc}")
+            paper = f"{paper / 1e6:.1f}M" if paper else "-"
+            print(f"{name:<{width}} {n:>12,} {paper:>8}  {desc}")
         return 0
     if args.command == "reproduce":
         from .experiments import reproduce
