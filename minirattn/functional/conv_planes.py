@@ -72,6 +72,15 @@ def phase_planes(x, stride, padding, R, Wr, spare):
     return planes
 
 
+def strided(a, shape, steps):
+    """A view of ``a`` (whose last axis is contiguous) with the given shape, ``steps[k]`` elements
+    apart along axis k (None: ``a``'s own first-axis stride). No copy: every window of a run
+    layout at once, for one copy instead of one per kernel offset."""
+    xp = backend.xp_of(a)
+    strides = tuple(a.strides[0] if k is None else k * a.itemsize for k in steps)
+    return xp.lib.stride_tricks.as_strided(a, shape=shape, strides=strides)
+
+
 def plane_windows(planes, n, kh, kw, stride, Wr, Ho):
     """Columns (C kh kw, Ho n Wr) of a chunk of n samples, for an output grid of Ho rows n Wr
     wide: kernel offset (u, v) reads, for every channel, ONE contiguous run of phase
@@ -79,6 +88,9 @@ def plane_windows(planes, n, kh, kw, stride, Wr, Ho):
     xp = backend.xp_of(planes)
     sh, sw = stride
     C, row = planes.shape[2], n * Wr
+    if (sh, sw) == (1, 1):     # one plane: the runs are one strided view, copied in one pass
+        runs = strided(planes[0, 0], (C, kh, kw, Ho * row), (None, row, 1, 1))
+        return xp.ascontiguousarray(runs).reshape(C * kh * kw, Ho * row)
     cols = xp.empty((C, kh, kw, Ho * row), dtype=planes.dtype)
     for u in range(kh):
         for v in range(kw):
@@ -92,12 +104,9 @@ def shifted_runs(dy_planes, n, Dh, Dw, Wr, g0, G):
     right dc columns on the grid of phase rows g0..g0 + G - 1, one contiguous run each."""
     xp = backend.xp_of(dy_planes)
     F, row = dy_planes.shape[0], n * Wr
-    cols = xp.empty((Dh + 1, Dw + 1, F, G * row), dtype=dy_planes.dtype)
-    for dr in range(Dh + 1):
-        for dc in range(Dw + 1):
-            start = (g0 + Dh - dr) * row + (Dw - dc)
-            cols[dr, dc] = dy_planes[:, start:start + G * row]
-    return cols
+    # runs[i, j] starts i rows and j columns past row g0: the shift (Dh - i, Dw - j)
+    runs = strided(dy_planes[:, g0 * row:], (Dh + 1, Dw + 1, F, G * row), (row, 1, None, 1))
+    return xp.ascontiguousarray(runs[::-1, ::-1])
 
 
 def phase_kernels(w, stride):
@@ -165,8 +174,7 @@ def backward(dy, kept, x_shape, w, stride, padding):
     rows, cols_of = phase_slices(H, sh, ph), phase_slices(W, sw, pw)
     new = xp.zeros if kh < sh or kw < sw else xp.empty            # phases no offset reads stay 0
     dx = new(x_shape, dtype=dy.dtype)
-    dw_blocks = [[xp.zeros((w_blk.shape[1], C), dtype=dy.dtype) for *_, w_blk in blocks]
-                 for *_, blocks in phases]
+    dw_blocks = [[None] * len(blocks) for *_, blocks in phases]   # the first chunk sets them
     for s, e, planes in kept:
         n = e - s
         row = n * Wr
@@ -181,17 +189,21 @@ def backward(dy, kept, x_shape, w, stride, padding):
                 continue                                          # this phase holds only padding
             x_ab = planes[a, b, :, r0 * row:(r0 + nh) * row]      # (C, nh n Wr): its rows of x only
             dx_ab = None
-            for (d0, d1, nc, w_blk), dw_blk in zip(blocks, acc):
+            for k, (d0, d1, nc, w_blk) in enumerate(blocks):
                 c_blk = cols[d0:d1, :nc].reshape(-1, (g1 - g0) * row)
                 c_blk = c_blk[:, (r0 - g0) * row:(r0 - g0 + nh) * row]
                 part = xp.matmul(w_blk, c_blk)                     # (C, nh n Wr)
                 dx_ab = part if dx_ab is None else xp.add(dx_ab, part, out=dx_ab)
-                dw_blk += xp.matmul(c_blk, x_ab.T)
+                part = xp.matmul(c_blk, x_ab.T)                    # (K, C)
+                acc[k] = part if acc[k] is None else xp.add(acc[k], part, out=acc[k])
             dx_phase = dx_ab.reshape(C, nh, n, Wr)[..., c0:c0 + nw]
             dx[s:e, :, h0::sh, w0::sw] = dx_phase.transpose(2, 0, 1, 3)
     dw = xp.empty(w.shape, dtype=dy.dtype)
     for (a, b, blocks), acc in zip(phases, dw_blocks):
         for (d0, d1, nc, _), dw_blk in zip(blocks, acc):
-            dw[:, :, a + sh * d0:a + sh * d1:sh, b:b + sw * nc:sw] = \
-                dw_blk.reshape(d1 - d0, nc, F, C).transpose(2, 3, 0, 1)
+            taps = dw[:, :, a + sh * d0:a + sh * d1:sh, b:b + sw * nc:sw]
+            if dw_blk is None:                                    # offsets that read only padding
+                taps[...] = 0
+            else:
+                taps[...] = dw_blk.reshape(d1 - d0, nc, F, C).transpose(2, 3, 0, 1)
     return dx, dw

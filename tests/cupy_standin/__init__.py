@@ -322,6 +322,14 @@ def bincount(x, weights=None, minlength=0):
     return _wrap(numpy.bincount(_unwrap(x), _unwrap(weights), minlength))
 
 
+def as_strided(x, shape=None, strides=None):
+    """cupy.lib.stride_tricks.as_strided: a view with the given strides (bytes), no kernel."""
+    if not isinstance(x, ndarray):
+        raise _host_error(x) if isinstance(x, numpy.ndarray) else TypeError(
+            f"as_strided needs a cupy.ndarray, got {type(x)}")
+    return ndarray(numpy.lib.stride_tricks.as_strided(x._a, shape=shape, strides=strides))
+
+
 def fuse(*args, **kwargs):
     """cupy.fuse: one kernel for the whole function."""
     def decorate(f):
@@ -355,6 +363,7 @@ def _module():
     for name in _DTYPES:
         setattr(m, name, getattr(numpy, name))
     m.newaxis = None
+    m.lib = types.SimpleNamespace(stride_tricks=types.SimpleNamespace(as_strided=as_strided))
     m.__version__ = _NAMES["version"] + "+standin"
     m.cuda = _cuda_module()
     m.random = types.SimpleNamespace(default_rng=lambda *a, **k: (_ for _ in ()).throw(
