@@ -15,6 +15,7 @@ __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
     "to_numpy", "pad", "numpy", "default_rng", "is_floating",
     "synchronize", "device_key", "use_device", "nccl", "current_stream_ptr", "device_count",
+    "fuse",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -160,6 +161,31 @@ def pad(x, ph: int, pw: int, value: float = 0.0):
     out = xp.full(x.shape[:-2] + (x.shape[-2] + 2 * ph, x.shape[-1] + 2 * pw), value, dtype=x.dtype)
     out[..., ph:ph + x.shape[-2], pw:pw + x.shape[-1]] = x
     return out
+
+
+def fuse(fn):
+    """``fn(xp, *args)`` as one kernel on CuPy (``cupy.fuse``), the plain function on NumPy.
+
+    The math is written once, with operators and ``xp`` ufuncs: ``xp`` is the array module of the
+    arguments. What ``cupy.fuse`` accepts is the rule: elementwise operations on arrays (which
+    broadcast) and Python scalars, at most one reduction (``xp.sum(..., axis=...)``) as the last
+    step, several results as a tuple; no reshapes, indexing or matrix products inside.
+    docs/architecture.md ("One kernel per step on the GPU").
+    """
+    kernels = {}
+
+    def call(*args):
+        xp = xp_of(*args)
+        if xp is np:
+            return fn(np, *args)
+        kernel = kernels.get(id(xp))
+        if kernel is None:
+            kernel = kernels[id(xp)] = xp.fuse(kernel_name=fn.__name__)(
+                lambda *a: fn(xp, *a))
+        return kernel(*args)
+
+    call.__name__, call.__doc__, call.plain = fn.__name__, fn.__doc__, fn
+    return call
 
 
 def default_rng(seed=None):

@@ -1,7 +1,7 @@
 """batch norm 2d: statistics conventions, running averages, both modes' gradients, errors."""
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from minirattn import functional as F, gradcheck
 
@@ -50,12 +50,29 @@ def test_eval_forward_uses_running_stats(case):
     assert nm is rm and nv is rv
 
 
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("training", [True, False])
 @given(case=bn_case())
-def test_backward_matches_finite_differences(training, case):
+def test_backward_matches_finite_differences(training, relu, case):
     x, g, b, rm, rv, _ = make(case)
-    fwd = lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv, training=training)
+    fwd = lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=relu)
+    if relu:    # keep the finite differences off the ReLU's kink: no output within 1e-3 of 0
+        assume(np.abs(F.batchnorm2d_forward(x, g, b, rm, rv, training=training)[0]).min() > 1e-3)
     gradcheck(fwd, [x, g, b], F.batchnorm2d_backward, tol=1e-6)
+
+
+@given(bn_case(), st.booleans())
+def test_relu_option_is_relu_of_batchnorm(case, training):
+    """relu=True gives max(BN(x), 0) and the backward of that pair, in one op."""
+    x, g, b, rm, rv, _ = make(case)
+    dy = np.random.default_rng(case[-1]).standard_normal(x.shape)
+    y, c = F.batchnorm2d_forward(x, g, b, rm, rv, training=training)
+    z, rc = F.relu_forward(y)
+    y_relu, c_relu = F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=True)
+    np.testing.assert_array_equal(y_relu, z)
+    for a, a_relu in zip(F.batchnorm2d_backward(F.relu_backward(dy, rc), c),
+                         F.batchnorm2d_backward(dy, c_relu)):
+        np.testing.assert_allclose(a_relu, a, rtol=1e-12, atol=1e-12)
 
 
 def test_all_ones_upstream_gives_zero_input_gradient_so_we_never_test_with_it():

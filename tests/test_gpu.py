@@ -6,6 +6,11 @@ from minirattn import backend, functional as F
 
 pytestmark = pytest.mark.gpu
 
+def _bn_vectors(x):
+    """gamma, beta, running mean and variance (C,) on x's device, from x itself."""
+    return x[0, :, 0, 0] + 1.5, x[1, :, 0, 0].copy(), x[2, :, 0, 0].copy(), x[3, :, 0, 0] ** 2 + 0.5
+
+
 CASES = {
     "conv3x3": (lambda x: F.conv2d_forward(x, x[:4, :3, :3, :3].copy(), None, 1, 1), F.conv2d_backward),
     "conv3x3s2": (lambda x: F.conv2d_forward(x, x[:4, :3, :3, :3].copy(), None, 2, 1), F.conv2d_backward),
@@ -16,6 +21,15 @@ CASES = {
     "f2": (F.f2_channel_forward, F.f2_channel_backward),
     "f3": (F.f3_spatial_forward, F.f3_spatial_backward),
     "relu": (F.relu_forward, F.relu_backward),
+    "relu_inplace": (lambda x: F.relu_forward(x.copy(), inplace=True),
+                     lambda dy, c: F.relu_backward(dy.copy(), c, inplace=True)),
+    "batchnorm": (lambda x: F.batchnorm2d_forward(x, *_bn_vectors(x)[:2]), F.batchnorm2d_backward),
+    "bn_relu": (lambda x: F.batchnorm2d_forward(x, *_bn_vectors(x)[:2], relu=True),
+                F.batchnorm2d_backward),
+    "bn_eval": (lambda x: F.batchnorm2d_forward(x, *_bn_vectors(x), training=False),
+                F.batchnorm2d_backward),
+    "bn_relu_eval": (lambda x: F.batchnorm2d_forward(x, *_bn_vectors(x), training=False, relu=True),
+                     F.batchnorm2d_backward),
     "gap": (F.global_avgpool_forward, F.global_avgpool_backward),
 }
 

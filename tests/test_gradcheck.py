@@ -19,8 +19,8 @@ def test_catches_batchnorm_without_its_variance_term():
     c2 = np.ones(2)
 
     def incomplete(dy, cache):
-        xc, gamma, inv_std = cache.xc, cache.gamma, cache.inv_std
-        M = xc.size // xc.shape[1]
+        x, gamma, inv_std = cache.x, cache.gamma, cache.inv_std
+        M = x.size // x.shape[1]
         dx = (dy - dy.sum((0, 2, 3), keepdims=True) / M) * (gamma * inv_std)[:, None, None]
         return dx, None, None
     fwd = lambda x: F.batchnorm2d_forward(x, c2, 0 * c2)

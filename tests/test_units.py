@@ -64,7 +64,8 @@ def test_inception_unit_gradients(in_ch, out_ch, stride):
 def test_inception_unit_branches():
     unit = InceptionUnit(32, 64, 2)
     assert unit.branch_width == 8
-    assert [len(b) for b in (unit.branch1, unit.branch2, unit.branch3)] == [1, 4, 7]  # 1, 2, 3 convs
+    # 1, 2, 3 convs, a BN-ReLU (one module) between two
+    assert [len(b) for b in (unit.branch1, unit.branch2, unit.branch3)] == [1, 3, 5]
     assert unit.mix[-1].params["weight"].shape == (64, 24, 1, 1)         # concat of 3 x 8
     assert unit(np.zeros((2, 32, 8, 8), np.float32)).shape == (2, 64, 4, 4)
     with pytest.raises(ValueError, match="multiple of 8"):

@@ -1,30 +1,69 @@
 """Per-channel reductions over (N, H, W) of NCHW arrays, shared by batch norm and conv.
 
-On NumPy both are matrix products, which run about twice as fast as ``a.sum(axis=(0, 2, 3))``
-there; on CuPy each is one reduction kernel (a matrix product would cost a ones vector, the
-product and a sum over N: three launches). The result is the same sum either way.
+On NumPy the sums of products are matrix products, which run about twice as fast as
+``a.sum(axis=(0, 2, 3))`` there; on CuPy each function is one reduction kernel (a matrix product
+would cost a ones vector, the product and a sum over N: three launches), the elementwise part
+fused into it (``backend.fuse``). The result is the same sum either way.
 """
 from __future__ import annotations
 
 from .. import backend
+
+_AXES = (0, 2, 3)
+
+
+@backend.fuse
+def _sum_of_products(xp, a, b):
+    return xp.sum(a * b, axis=_AXES)
+
+
+@backend.fuse
+def _sum_of_centred_products(xp, a, b, b_mean):
+    return xp.sum(a * (b - b_mean), axis=_AXES)
+
+
+@backend.fuse
+def _sum_of_centred_squares(xp, a, total, count):
+    return xp.sum((a - total / count) * (a - total / count), axis=_AXES)
+
+
+def _column(v):
+    """(C,) -> (1, C, 1, 1), a view that broadcasts against NCHW arrays."""
+    return v.reshape(1, -1, 1, 1)
 
 
 def channel_sum(a):
     """sum over N, H, W of an (N, C, H, W) array -> (C,)."""
     xp = backend.xp_of(a)
     if xp is not backend.numpy:
-        return a.sum(axis=(0, 2, 3))
+        return a.sum(axis=_AXES)
     N, C = a.shape[:2]
     return xp.matmul(a.reshape(N, C, -1), xp.ones(a[0, 0].size, dtype=a.dtype)).sum(axis=0)
 
 
-def channel_dot(a, b):
-    """sum over N, H, W of a * b -> (C,). On NumPy without materialising the product: one dot
-    product per (n, c) row as a batched (1, P) @ (P, 1) matrix product (about twice as fast as
+def _dot_rows(a, b):
+    """NumPy: sum over N, H, W of a * b without materialising the product: one dot product per
+    (n, c) row as a batched (1, P) @ (P, 1) matrix product (about twice as fast as
     ``einsum("ncp,ncp->c")``), then a sum over n."""
-    xp = backend.xp_of(a)
-    if xp is not backend.numpy:
-        return (a * b).sum(axis=(0, 2, 3))
     N, C = a.shape[:2]
-    rows = xp.matmul(a.reshape(N, C, 1, -1), b.reshape(N, C, -1, 1))     # (N, C, 1, 1)
+    rows = backend.numpy.matmul(a.reshape(N, C, 1, -1), b.reshape(N, C, -1, 1))   # (N, C, 1, 1)
     return rows.reshape(N, C).sum(axis=0)
+
+
+def channel_dot(a, b, b_mean=None):
+    """sum over N, H, W of a * (b - b_mean) -> (C,); ``b_mean`` (C,), or None for 0."""
+    if backend.xp_of(a) is not backend.numpy:
+        if b_mean is None:
+            return _sum_of_products(a, b)
+        return _sum_of_centred_products(a, b, _column(b_mean))
+    return _dot_rows(a, b if b_mean is None else b - _column(b_mean))
+
+
+def channel_centred_squares(a, total, count):
+    """sum over N, H, W of (a - mean)^2 -> (C,) with mean = total / count, ``total`` (C,) (so the
+    mean needs no kernel of its own): the two-pass variance's second pass (float32 keeps its
+    digits, unlike sum(a^2) - M mean^2)."""
+    if backend.xp_of(a) is not backend.numpy:
+        return _sum_of_centred_squares(a, _column(total), count)
+    centred = a - _column(total / count)
+    return _dot_rows(centred, centred)

@@ -8,26 +8,35 @@ from .. import backend
 from ..checks import check_array
 
 
+@backend.fuse
+def _relu_grad(xp, dy, y):
+    return dy * (y > 0)
+
+
+@backend.fuse
+def _relu_grad_into(xp, dy, y):
+    dy *= y > 0
+
+
 def relu_forward(x, inplace=False):
-    """y = max(x, 0). x: any shape. The cache is the mask x > 0.
+    """y = max(x, 0). x: any shape. The cache is y itself (y > 0 exactly where x > 0).
 
     inplace=True writes y into x and returns x: no new array, for callers (such as a
     BN-ReLU pair) where nothing else reads x afterwards.
     """
     check_array("relu input x", x)
-    mask = x > 0
-    if inplace:
-        x *= mask
-        return x, mask
-    return x * mask, mask
+    xp = backend.xp_of(x)
+    y = xp.maximum(x, 0, out=x) if inplace else xp.maximum(x, 0)
+    return y, y
 
 
 def relu_backward(dy, cache, inplace=False):
-    """dx = dy * [x > 0] (the subgradient at 0 is taken as 0); inplace=True writes dx into dy."""
+    """dx = dy * [y > 0] (the subgradient at 0 is taken as 0), one fused pass; inplace=True
+    writes dx into dy. The cache is the forward's output y: write nothing into it before."""
     if inplace:
-        dy *= cache
+        _relu_grad_into(dy, cache)
         return dy
-    return dy * cache
+    return _relu_grad(dy, cache)
 
 
 def sigmoid(x):

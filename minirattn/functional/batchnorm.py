@@ -13,6 +13,15 @@ Synchronized (data-parallel) batch norm is the same pair with a ``reduce`` argum
 that sums a 1-D array over all ranks (``minirattn.distributed``; derivation:
 docs/math/sync_batchnorm.md). The statistics are then those of the global batch, shards of
 unequal size included; ``reduce=None`` is ordinary batch norm.
+
+``relu=True`` applies the ReLU that follows a batch norm in the same pass (y = max(BN(x), 0)) and
+takes its backward (dy [y > 0]) into the batch norm's: the BN-ReLU pair of every unit, one op.
+
+On CuPy each step is one kernel (``backend.fuse``): forward, sum x, sum (x - mu)^2 and the
+normalisation (+ ReLU); backward, sum dy, sum dy xhat and dx. Nothing per channel gets a kernel of
+its own: mu = total / count and 1 / sqrt(var + eps) are recomputed inside each kernel from the
+sums the cache keeps (docs/architecture.md, "One kernel per step on the GPU"). On NumPy the same
+functions run as written, the per-channel numbers on (1, C, 1, 1) vectors.
 """
 from __future__ import annotations
 
@@ -20,19 +29,36 @@ from typing import NamedTuple
 
 from .. import backend
 from ..checks import check_array, check_number, check_same_dtype
-from ._reduce import channel_dot, channel_sum
+from ._reduce import channel_centred_squares, channel_dot, channel_sum
 
 
 class BatchNormCache(NamedTuple):
-    """What the backward and the running-statistics update need."""
-    xc: object          # x - mu, (N, C, H, W)
+    """What the backward and the running-statistics update need. The per-channel numbers are
+    kept as sums: mean = total / count, var = squares / count (biased); in evaluation mode
+    total and squares are the running mean and variance and count is 1."""
+    x: object           # the input, (N, C, H, W) (kept, not copied: write nothing into it)
+    y: object           # the output (read by the backward only after a ReLU)
     gamma: object       # (C,)
-    inv_std: object     # 1 / sqrt(var + eps), (C,)
+    total: object       # sum x over the batch (C,) (all ranks with reduce), or the running mean
+    squares: object     # sum (x - mean)^2 (C,), or the running variance
+    count: object       # values per channel: N H W, over all ranks (a 0-d array) with reduce; 1
+    eps: float
     training: bool
-    mean: object        # the batch mean (C,), or the running mean in evaluation
-    var: object         # the batch's biased variance (C,), or the running variance
-    count: object       # values per channel: N H W, or over all ranks (a 0-d array) with reduce
+    relu: bool = False
     reduce: object = None   # the cross-rank sum of the forward, used again by the backward
+
+    @property
+    def mean(self):
+        return self.total / self.count
+
+    @property
+    def var(self):
+        return self.squares / self.count
+
+    @property
+    def inv_std(self):
+        return _mean_inv_std(backend.xp_of(self.x), self.total, self.squares, self.count,
+                             self.eps)[1]
 
 
 def _check_channels(x, **vectors):
@@ -43,9 +69,86 @@ def _check_channels(x, **vectors):
                              f"{x.shape[1]} channels")
 
 
+def _column(v):
+    """(C,) -> (1, C, 1, 1), a view that broadcasts against the NCHW batch."""
+    return v.reshape(1, -1, 1, 1)
+
+
+# -- the math, written once: plain functions on NumPy, fused kernels on CuPy -------------------
+def _mean_inv_std(xp, total, squares, count, eps):
+    """mu and 1 / sqrt(var + eps) from the sums."""
+    return total / count, 1.0 / xp.sqrt(squares / count + eps)
+
+
+def _bn(xp, x, total, squares, count, eps, gamma, beta):
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return (x - mu) * (gamma * inv_std) + beta
+
+
+@backend.fuse
+def _normalize(xp, x, total, squares, count, eps, gamma, beta):
+    """y = (x - mu) gamma / sqrt(var + eps) + beta."""
+    return _bn(xp, x, total, squares, count, eps, gamma, beta)
+
+
+@backend.fuse
+def _normalize_relu(xp, x, total, squares, count, eps, gamma, beta):
+    """y = max((x - mu) gamma / sqrt(var + eps) + beta, 0)."""
+    return xp.maximum(_bn(xp, x, total, squares, count, eps, gamma, beta), 0)
+
+
+def _input_grad_of(xp, g, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
+    """dx = gamma inv_std (g - sum(g) / M - xhat sum(g xhat) / M), xhat = (x - mu) inv_std."""
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return ((g - sum_g / count - (x - mu) * (inv_std * sum_g_xhat / count))
+            * (gamma * inv_std))
+
+
+@backend.fuse
+def _input_grad(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
+    return _input_grad_of(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat)
+
+
+@backend.fuse
+def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
+    """As :func:`_input_grad` for g = dy [y > 0], the gradient through the ReLU."""
+    return _input_grad_of(xp, dy * (y > 0), x, total, squares, count, eps, gamma, sum_g,
+                          sum_g_xhat)
+
+
+@backend.fuse
+def _sum_g_xhat(xp, dy, x, total, squares, count, eps):
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return xp.sum(dy * ((x - mu) * inv_std), axis=(0, 2, 3))
+
+
+@backend.fuse
+def _sum_g_relu(xp, dy, y):
+    return xp.sum(dy * (y > 0), axis=(0, 2, 3))
+
+
+@backend.fuse
+def _sum_g_xhat_relu(xp, dy, y, x, total, squares, count, eps):
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return xp.sum(dy * (y > 0) * ((x - mu) * inv_std), axis=(0, 2, 3))
+
+
+@backend.fuse
+def _running(xp, running_mean, running_var, total, squares, count, momentum):
+    """(1 - momentum) running + momentum batch, the batch variance made unbiased."""
+    keep = 1.0 - momentum
+    return (keep * running_mean + momentum * (total / count),
+            keep * running_var + momentum * (squares / (count - 1.0)))
+
+
+@backend.fuse
+def _relu_grad(xp, dy, y):
+    return dy * (y > 0)
+
+
 def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
-                        eps=1e-5, reduce=None):
-    """y = gamma (x - mu) / sqrt(var + eps) + beta.
+                        eps=1e-5, reduce=None, relu=False):
+    """y = gamma (x - mu) / sqrt(var + eps) + beta, or max of that and 0 with ``relu=True``.
 
     x: (N, C, H, W); gamma, beta: (C,). training=True uses the batch statistics (the running
     ones may be None); False uses ``running_mean``, ``running_var`` (C,).
@@ -53,7 +156,8 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     overwrite ``v``); every rank calls it the same number of times in the same order. In training
     mode mu and var are then the global batch's: one reduction of (sum x, count) and one of
     sum (x - mu)^2 (two passes, so float32 keeps its digits). Unused in evaluation mode.
-    Returns (y, cache); the inputs are not modified.
+    Returns (y, cache); the inputs are not modified (the cache refers to x and y: write into
+    neither before the backward).
     """
     check_array("batchnorm input x", x, ndim=4)
     _check_channels(x, gamma=gamma, beta=beta)
@@ -73,25 +177,19 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
         if xp is backend.numpy and M < 2:              # free to check on the host only
             raise ValueError(f"synchronized batchnorm needs more than one value per channel over "
                              f"all ranks, got {int(M)}")
-        mu = total[:C] / M
-        xc = x - mu.reshape(1, C, 1, 1)
-        var = reduce(channel_dot(xc, xc)) / M
+        total = total[:C]
+        squares = reduce(channel_centred_squares(x, total, M))
     elif training:
         if M < 2:
             raise ValueError(f"batchnorm in training mode needs more than one value per channel, "
                              f"got input shape {tuple(x.shape)}")
-        mu = channel_sum(x) / M
-        xc = x - mu.reshape(1, C, 1, 1)
-        var = channel_dot(xc, xc) / M
+        total = channel_sum(x)
+        squares = channel_centred_squares(x, total, M)
     else:
-        mu, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
-        xc = x - mu.reshape(1, C, 1, 1)
-    inv_std = 1.0 / xp.sqrt(var + eps)
-    # y = xc (gamma inv_std) + beta: two passes, and x - mu is kept for backward rather than
-    # x-hat = xc inv_std, which would cost a third pass here (backward folds inv_std in instead)
-    y = xc * (gamma * inv_std).reshape(1, C, 1, 1)
-    y += beta.reshape(1, C, 1, 1)
-    return y, BatchNormCache(xc, gamma, inv_std, training, mu, var, M,
+        total, squares, M = running_mean.astype(x.dtype), running_var.astype(x.dtype), 1
+    y = (_normalize_relu if relu else _normalize)(
+        x, _column(total), _column(squares), M, eps, _column(gamma), _column(beta))
+    return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, bool(relu),
                              reduce if training else None)
 
 
@@ -102,43 +200,53 @@ def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
     check_number("batchnorm momentum", momentum, 0.0, 1.0)
     if not cache.training:
         return running_mean, running_var
-    M = cache.count
-    new_mean = (1 - momentum) * running_mean + momentum * cache.mean.astype(running_mean.dtype,
-                                                                            copy=False)
-    unbiased = (cache.var * (M / (M - 1))).astype(running_var.dtype, copy=False)
-    return new_mean, (1 - momentum) * running_var + momentum * unbiased
+    new_mean, new_var = _running(running_mean, running_var, cache.total, cache.squares,
+                                 cache.count, momentum)
+    return (new_mean.astype(running_mean.dtype, copy=False),
+            new_var.astype(running_var.dtype, copy=False))
+
+
+def _gradient_sums(dy, cache):
+    """(sum g, sum g xhat) over this rank's batch, g = dy or, after a ReLU, dy [y > 0]; and g
+    itself, or None where the kernels mask dy themselves (CuPy, training, ReLU)."""
+    x, y, (total, squares, M, eps) = cache.x, cache.y, cache[3:7]
+    stats = (_column(total), _column(squares), M, eps)
+    if backend.xp_of(dy) is backend.numpy or not cache.training:
+        g = _relu_grad(dy, y) if cache.relu else dy
+        if backend.xp_of(dy) is backend.numpy:   # matrix products are the fast sums there
+            mu, inv_std = _mean_inv_std(backend.numpy, total, squares, M, eps)
+            return channel_sum(g), channel_dot(g, x, mu) * inv_std, g
+        return channel_sum(g), _sum_g_xhat(g, x, *stats), g
+    if cache.relu:
+        return _sum_g_relu(dy, y), _sum_g_xhat_relu(dy, y, x, *stats), None
+    return channel_sum(dy), _sum_g_xhat(dy, x, *stats), dy
 
 
 def batchnorm2d_backward(dy, cache):
     """Returns (dx, dgamma, dbeta).
 
-    Training: dx = gamma inv_std / M * (M dy - sum(dy) - xhat sum(dy xhat)) with
-    xhat = (x - mu) inv_std: two reductions and four elementwise passes.
-    Evaluation: dx = gamma inv_std dy.
+    Training: dx = gamma inv_std / M * (M g - sum(g) - xhat sum(g xhat)) with
+    xhat = (x - mu) inv_std and g = dy (or dy [y > 0] after the ReLU): two reductions, which are
+    also dbeta = sum g and dgamma = sum g xhat, and one elementwise expression
+    (docs/math/batchnorm.md). Evaluation: dx = gamma inv_std g.
     Synchronized (the forward had a ``reduce``): the two sums in dx are over all ranks (one
     reduction of both), M is the global count; dgamma and dbeta are this rank's share, which
     the data-parallel all-reduce of the parameter gradients adds up like every other one.
     """
-    xc, gamma, inv_std, training, M = (
-        cache.xc,
-        cache.gamma,
-        cache.inv_std,
-        cache.training,
-        cache.count,
-    )
-    C = xc.shape[1]
-    dbeta = channel_sum(dy)
-    dgamma = channel_dot(dy, xc) * inv_std               # sum(dy xhat)
-    scale = gamma * inv_std
-    if not training:
-        return dy * scale.reshape(1, C, 1, 1), dgamma, dbeta
-    xp = backend.xp_of(dy)
-    sum_dy, sum_dy_xhat = dbeta, dgamma
+    x, C = cache.x, cache.x.shape[1]
+    dbeta, dgamma, g = _gradient_sums(dy, cache)
+    stats = (_column(cache.total), _column(cache.squares), cache.count, cache.eps)
+    gamma = _column(cache.gamma)
+    if not cache.training:          # mu and var are constants: dx = g gamma inv_std
+        zero = backend.xp_of(dy).zeros(1, dtype=dy.dtype)
+        return _input_grad(g, x, *stats, gamma, zero, zero), dgamma, dbeta
+    sum_g, sum_g_xhat = dbeta, dgamma
     if cache.reduce is not None:
-        total = cache.reduce(xp.concatenate((dbeta, dgamma)))
-        sum_dy, sum_dy_xhat = total[:C], total[C:]
-    dx = xc * (sum_dy_xhat * inv_std / M).reshape(1, C, 1, 1)   # xhat sum(dy xhat) / M
-    xp.subtract(dy, dx, out=dx)
-    dx -= (sum_dy / M).reshape(1, C, 1, 1)
-    dx *= scale.reshape(1, C, 1, 1)
+        total = cache.reduce(backend.xp_of(dy).concatenate((dbeta, dgamma)))
+        sum_g, sum_g_xhat = total[:C], total[C:]
+    sums = (_column(sum_g), _column(sum_g_xhat))
+    if g is not None:
+        dx = _input_grad(g, x, *stats, gamma, *sums)
+    else:
+        dx = _input_grad_relu(dy, cache.y, x, *stats, gamma, *sums)
     return dx, dgamma, dbeta

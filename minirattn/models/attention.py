@@ -41,19 +41,21 @@ def check_choices(attention="mixed", learning="arl", mask="soft"):
 
 class MaskHead(nn.Module):
     """BN-ReLU-conv1x1-BN-ReLU-conv1x1-activation, the end of every mask branch (without the
-    first BN-ReLU after post-activation units)."""
+    first BN-ReLU after post-activation units); each BN-ReLU pair is one ``BatchNorm2d(relu=True)``."""
 
     def __init__(self, channels, attention="mixed", *, pre_activation=True, rng=None,
                  dtype="float32"):
         super().__init__()
-        first = ((nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(inplace=True))
-                 if pre_activation else ())
-        self.body = nn.Sequential(
-            *first,
-            nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
-            nn.BatchNorm2d(channels, dtype=dtype), nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
-            nn.MaskActivation(attention))
+        first = (nn.BatchNorm2d(channels, relu=True, dtype=dtype),) if pre_activation else ()
+        layers = (*first,
+                  nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
+                  nn.BatchNorm2d(channels, relu=True, dtype=dtype),
+                  nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
+                  nn.MaskActivation(attention))
+        # numbered as PyTorch numbers BN, ReLU, conv, BN, ReLU, conv, act (each BN here applies
+        # the ReLU after it), so that state_dict keys match a model of separate modules
+        names = ("0", "2", "3", "5", "6") if pre_activation else ("0", "1", "3", "4")
+        self.body = nn.Sequential(*layers, names=names)
 
     def forward(self, x):
         return self.body(x)

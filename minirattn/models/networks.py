@@ -120,9 +120,9 @@ class ResidualAttentionNetwork(nn.Module):
                 nn.Conv2d(
                     spec.in_channels, spec.stem_width, 7, stride=2, padding=3, bias=False, **kw
                 ),
-                nn.BatchNorm2d(spec.stem_width, dtype=dtype),
-                nn.ReLU(inplace=True),
+                nn.BatchNorm2d(spec.stem_width, relu=True, dtype=dtype),
                 nn.MaxPool2d(3, 2, 1),
+                names=("0", "1", "3"),  # PyTorch's conv, BN, ReLU, pool: the BN applies the ReLU
             )
         ch = spec.stem_width
         self.stages = []
@@ -145,8 +145,8 @@ class ResidualAttentionNetwork(nn.Module):
         self.final = nn.Sequential(*final)
         # pre-activation units leave a sum: normalise it before pooling; post-activation units
         # end in BN-ReLU already
-        self.bn, self.relu = ((None, None) if is_post_activation(unit) else
-                              (nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(inplace=True)))
+        self.bn = (None if is_post_activation(unit) else
+                   nn.BatchNorm2d(ch, relu=True, dtype=dtype))
         self.pool = nn.GlobalAvgPool2d()
         self.fc = nn.Linear(ch, num_classes, **kw)
         self.stage_outputs = []
@@ -169,13 +169,13 @@ class ResidualAttentionNetwork(nn.Module):
             self.stage_outputs.append(h)
         h = self.final(h)
         if self.bn is not None:
-            h = self.relu(self.bn(h))
+            h = self.bn(h)                              # ReLU(BN(h))
         return self.fc(self.pool(h))
 
     def backward(self, dlogits):
         d = self.pool.backward(self.fc.backward(dlogits))
         if self.bn is not None:
-            d = self.bn.backward(self.relu.backward(d))
+            d = self.bn.backward(d)
         d = self.final.backward(d)
         for stage in reversed(self.stages):
             d = stage.backward(d)

@@ -62,7 +62,8 @@ def inner_width(kind: str, width: int, cardinality: int = 32, who: str = "unit")
 
 
 def _bn_relu(ch, dtype):
-    return nn.BatchNorm2d(ch, dtype=dtype), nn.ReLU(inplace=True)
+    """BN followed by ReLU, one module (``BatchNorm2d(relu=True)``)."""
+    return nn.BatchNorm2d(ch, relu=True, dtype=dtype)
 
 
 class ResidualUnit(nn.Module):
@@ -74,31 +75,31 @@ class ResidualUnit(nn.Module):
         mid = inner_width("preact", out_ch, who="ResidualUnit")
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
-        self.bn1, self.relu1 = _bn_relu(in_ch, dtype)
+        self.bn1 = _bn_relu(in_ch, dtype)
         self.conv1 = _conv(in_ch, mid, 1, **kw)
-        self.bn2, self.relu2 = _bn_relu(mid, dtype)
+        self.bn2 = _bn_relu(mid, dtype)
         self.conv2 = _conv(mid, mid, 3, stride, **kw)
-        self.bn3, self.relu3 = _bn_relu(mid, dtype)
+        self.bn3 = _bn_relu(mid, dtype)
         self.conv3 = _conv(mid, out_ch, 1, **kw)
         self.shortcut = (_conv(in_ch, out_ch, 1, stride, **kw)
                          if (in_ch != out_ch or stride != 1) else None)
 
     def forward(self, x):
-        a = self.relu1(self.bn1(x))
+        a = self.bn1(x)                                 # ReLU(BN(x))
         r = self.conv1(a)
-        r = self.conv2(self.relu2(self.bn2(r)))
-        r = self.conv3(self.relu3(self.bn3(r)))
+        r = self.conv2(self.bn2(r))
+        r = self.conv3(self.bn3(r))
         return r + (self.shortcut(a) if self.shortcut is not None else x)
 
     def backward(self, dy):
         # residual branch, in reverse
-        dr = self.bn3.backward(self.relu3.backward(self.conv3.backward(dy)))
-        dr = self.bn2.backward(self.relu2.backward(self.conv2.backward(dr)))
+        dr = self.bn3.backward(self.conv3.backward(dy))
+        dr = self.bn2.backward(self.conv2.backward(dr))
         da = self.conv1.backward(dr)
         if self.shortcut is not None:
             da = da + self.shortcut.backward(dy)        # both branches start at a
-            return self.bn1.backward(self.relu1.backward(da))
-        return self.bn1.backward(self.relu1.backward(da)) + dy   # identity shortcut adds dy
+            return self.bn1.backward(da)
+        return self.bn1.backward(da) + dy               # identity shortcut adds dy
 
     def extra_repr(self):
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}"
@@ -116,9 +117,9 @@ class ResNeXtUnit(nn.Module):
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride, self.cardinality = in_ch, out_ch, stride, cardinality
         self.conv1 = _conv(in_ch, mid, 1, **kw)
-        self.bn1, self.relu1 = _bn_relu(mid, dtype)
+        self.bn1 = _bn_relu(mid, dtype)
         self.conv2 = _conv(mid, mid, 3, stride, groups=cardinality, **kw)
-        self.bn2, self.relu2 = _bn_relu(mid, dtype)
+        self.bn2 = _bn_relu(mid, dtype)
         self.conv3 = _conv(mid, out_ch, 1, **kw)
         self.bn3 = nn.BatchNorm2d(out_ch, dtype=dtype)
         self.shortcut = (nn.Sequential(_conv(in_ch, out_ch, 1, stride, **kw),
@@ -129,8 +130,8 @@ class ResNeXtUnit(nn.Module):
         self.relu = nn.ReLU()
 
     def forward(self, x):
-        r = self.relu1(self.bn1(self.conv1(x)))
-        r = self.relu2(self.bn2(self.conv2(r)))
+        r = self.bn1(self.conv1(x))
+        r = self.bn2(self.conv2(r))
         r = self.bn3(self.conv3(r))
         s = self.shortcut(x) if self.shortcut is not None else x
         r += s                      # r is this unit's own array: the sum needs no new one
@@ -139,8 +140,8 @@ class ResNeXtUnit(nn.Module):
     def backward(self, dy):
         ds = self.relu.backward(dy)                 # dL/d(r + s): reaches both paths unchanged
         dr = self.conv3.backward(self.bn3.backward(ds))
-        dr = self.conv2.backward(self.bn2.backward(self.relu2.backward(dr)))
-        dx = self.conv1.backward(self.bn1.backward(self.relu1.backward(dr)))
+        dr = self.conv2.backward(self.bn2.backward(dr))
+        dx = self.conv1.backward(self.bn1.backward(dr))
         return dx + (self.shortcut.backward(ds) if self.shortcut is not None else ds)
 
     def extra_repr(self):
@@ -157,14 +158,14 @@ class InceptionUnit(nn.Module):
         b = inner_width("inception", out_ch, who="InceptionUnit")
         kw = dict(rng=rng, dtype=dtype)
         self.in_ch, self.out_ch, self.stride, self.branch_width = in_ch, out_ch, stride, b
-        self.bn, self.relu = _bn_relu(in_ch, dtype)
+        self.bn = _bn_relu(in_ch, dtype)
         self.branch1 = nn.Sequential(_conv(in_ch, b, 1, stride, **kw))
-        self.branch2 = nn.Sequential(_conv(in_ch, b, 1, **kw), *_bn_relu(b, dtype),
+        self.branch2 = nn.Sequential(_conv(in_ch, b, 1, **kw), _bn_relu(b, dtype),
                                      _conv(b, b, 3, stride, **kw))
-        self.branch3 = nn.Sequential(_conv(in_ch, b, 1, **kw), *_bn_relu(b, dtype),
-                                     _conv(b, b, 3, **kw), *_bn_relu(b, dtype),
+        self.branch3 = nn.Sequential(_conv(in_ch, b, 1, **kw), _bn_relu(b, dtype),
+                                     _conv(b, b, 3, **kw), _bn_relu(b, dtype),
                                      _conv(b, b, 3, stride, **kw))
-        self.mix = nn.Sequential(*_bn_relu(3 * b, dtype), _conv(3 * b, out_ch, 1, **kw))
+        self.mix = nn.Sequential(_bn_relu(3 * b, dtype), _conv(3 * b, out_ch, 1, **kw))
         self.shortcut = (_conv(in_ch, out_ch, 1, stride, **kw)
                          if (in_ch != out_ch or stride != 1) else None)
 
@@ -172,7 +173,7 @@ class InceptionUnit(nn.Module):
         return self.branch1, self.branch2, self.branch3
 
     def forward(self, x):
-        a = self.relu(self.bn(x))
+        a = self.bn(x)
         xp = backend.xp_of(a)
         h = xp.concatenate([branch(a) for branch in self._branches()], axis=1)
         r = self.mix(h)
@@ -185,8 +186,8 @@ class InceptionUnit(nn.Module):
         da = sum(branch.backward(dh[:, i * b:(i + 1) * b])
                  for i, branch in enumerate(self._branches()))
         if self.shortcut is not None:
-            return self.bn.backward(self.relu.backward(da + self.shortcut.backward(dy)))
-        return self.bn.backward(self.relu.backward(da)) + dy
+            return self.bn.backward(da + self.shortcut.backward(dy))
+        return self.bn.backward(da) + dy
 
     def extra_repr(self):
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}, branches=3x{self.branch_width}"

@@ -97,15 +97,18 @@ class BatchNorm2d(Module):
 
     Training mode normalises with the batch statistics and updates the running ones
     (momentum 0.1, unbiased variance); eval mode uses the running statistics.
+    ``relu=True``: the ReLU that follows is applied in the same pass, y = max(BN(x), 0) (one op
+    for the BN-ReLU pair: fewer passes over the data, and on the GPU fewer kernels).
     ``reduce``: None (ordinary batch norm), or a sum over data-parallel ranks, which makes the
     statistics those of the global batch (``minirattn.distributed.sync_batchnorm`` sets it).
     """
 
-    def __init__(self, num_features, momentum=0.1, eps=1e-5, *, dtype="float32"):
+    def __init__(self, num_features, momentum=0.1, eps=1e-5, *, relu=False, dtype="float32"):
         super().__init__()
         check_positive_int("num_features", num_features)
         np = backend.numpy
         self.num_features, self.momentum, self.eps = num_features, momentum, eps
+        self.relu = bool(relu)
         self.params["weight"] = np.ones(num_features, dtype=dtype)
         self.params["bias"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
@@ -124,6 +127,7 @@ class BatchNorm2d(Module):
             training=self.training,
             eps=self.eps,
             reduce=self.reduce,
+            relu=self.relu,
         )
         if self.training:
             self.buffers["running_mean"], self.buffers["running_var"] = \
@@ -136,7 +140,7 @@ class BatchNorm2d(Module):
         return dx
 
     def extra_repr(self):
-        return f"{self.num_features}"
+        return f"{self.num_features}" + (", relu=True" if self.relu else "")
 
 
 class _Op(Module):
@@ -233,12 +237,19 @@ class MaskActivation(_Op):
 
 
 class Sequential(Module):
-    """Children applied in order; backward runs them in reverse."""
+    """Children applied in order; backward runs them in reverse. Children are named "0", "1",
+    .. in order, or by ``names`` (as PyTorch's ``Sequential(OrderedDict)``): a layout can then
+    keep the numbers of a longer one, such as a BN-ReLU pair that is one module here and two in
+    PyTorch, so that ``state_dict`` keys still match."""
 
-    def __init__(self, *modules):
+    def __init__(self, *modules, names=None):
         super().__init__()
-        for i, m in enumerate(modules):
-            self.add_module(str(i), m)
+        names = [str(i) for i in range(len(modules))] if names is None else list(names)
+        if len(names) != len(modules) or len(set(names)) != len(names):
+            raise ValueError(f"Sequential: {len(modules)} modules need as many distinct names, "
+                             f"got {names}")
+        for name, m in zip(names, modules):
+            self.add_module(name, m)
 
     def __len__(self):
         return len(self._children)

@@ -30,6 +30,15 @@ class FlatGroup:
     slices: dict = field(default_factory=dict)
 
 
+@backend.fuse
+def _add_into(xp, *arrays):
+    """accumulators += gradients, in place: ``arrays`` is the accumulators, then as many
+    gradients of the same shapes."""
+    half = len(arrays) // 2
+    for acc, g in zip(arrays[:half], arrays[half:]):
+        acc += g
+
+
 class Module:
     """Base class. Subclasses fill ``self.params`` (and ``self.buffers``) in ``__init__``
     and implement ``forward`` and ``backward``; child modules assigned as attributes
@@ -83,9 +92,13 @@ class Module:
 
     def _accumulate_all(self, grads) -> None:
         """Add an op's parameter gradients into ``self.grads``, in the order of ``self.params``
-        (the op contract: one gradient per input given, in order; docs/conventions.md)."""
+        (the op contract: one gradient per input given, in order; docs/conventions.md). Gradients
+        of one shape (batch norm's weight and bias) are added by one fused kernel on CuPy."""
+        by_shape = {}
         for name, g in zip(self.params, grads, strict=True):
-            self.grads[name] += g
+            by_shape.setdefault(tuple(g.shape), []).append((self.grads[name], g))
+        for pairs in by_shape.values():
+            _add_into(*[acc for acc, _ in pairs], *[g for _, g in pairs])
 
     def zero_grad(self):
         flat = getattr(self, "_flat", None)

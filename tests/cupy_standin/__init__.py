@@ -49,7 +49,7 @@ class Counters:
 
 
 COUNT = Counters()
-_fusing = [0]
+_fusing = [0, False]            # depth of fused calls, whether the fused call has reduced
 
 
 def _site():
@@ -68,9 +68,25 @@ def _sync(what):
     COUNT.syncs.append((what, site))
 
 
-def _launch(n=1):
+class FusionError(TypeError):
+    """What ``cupy.fuse`` refuses: an operation that is not elementwise, or anything after the
+    reduction (the stand-in is stricter than CuPy, which allows scalar post-map operations)."""
+
+
+def _launch(n=1, kind="elementwise", what="this operation"):
+    """One kernel (``n``) outside a fused function; inside one, check that ``cupy.fuse`` could
+    fuse it: ``kind`` is "elementwise", "reduction" (at most one, the last step) or "other"."""
     if not _fusing[0]:
         COUNT.launches += n
+        return
+    if kind == "other":
+        raise FusionError(f"cupy.fuse cannot fuse {what}: only elementwise operations and one "
+                          f"final reduction")
+    if _fusing[1]:
+        raise FusionError(f"cupy.fuse: {what} after the reduction; the reduction must be the "
+                          f"fused function's last step")
+    if kind == "reduction":
+        _fusing[1] = True
 
 
 @contextlib.contextmanager
@@ -178,13 +194,14 @@ class ndarray:
     # -- views and copies ---------------------------------------------------------------------
     def reshape(self, *shape, order="C"):
         r = self._a.reshape(*shape, order=order)
-        _launch(0 if numpy.may_share_memory(r, self._a) else 1)
+        _launch(0 if numpy.may_share_memory(r, self._a) else 1, "other", "reshape")
         return ndarray(r)
 
     def ravel(self):
         return self.reshape(-1)
 
     def transpose(self, *axes):
+        _launch(0, "other", "transpose")
         return ndarray(self._a.transpose(*axes))
 
     def swapaxes(self, a, b):
@@ -202,21 +219,22 @@ class ndarray:
         return ndarray(r)
 
     def copy(self, order="C"):
-        _launch()
+        _launch(1, "other", "copy")
         return ndarray(self._a.copy(order))
 
     def fill(self, value):
-        _launch()
+        _launch(1, "other", "fill")
         self._a.fill(_unwrap(value))
 
     def __getitem__(self, key):
+        _launch(0, "other", "indexing")
         r = self._a[_unwrap(key)]
         if isinstance(r, numpy.ndarray) and not numpy.may_share_memory(r, self._a):
             _launch()                            # fancy indexing gathers
         return _wrap(r)
 
     def __setitem__(self, key, value):
-        _launch()
+        _launch(1, "other", "item assignment")
         self._a[_unwrap(key)] = _unwrap(value)
 
     def __iter__(self):
@@ -225,7 +243,7 @@ class ndarray:
 
     # -- reductions ------------------------------------------------------------------------------
     def _reduce(self, name, *args, **kwargs):
-        _launch()
+        _launch(1, "reduction", name)
         out = kwargs.get("out")
         r = getattr(self._a, name)(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
         return out if out is not None else _wrap(r)
@@ -266,11 +284,18 @@ ndarray.__module__ = "cupy"                      # what minirattn.backend recogn
 
 
 # ---- module functions ----------------------------------------------------------------------------
+_REDUCTIONS = ("sum", "mean", "argmax")
+_ELEMENTWISE = ("abs", "sqrt", "exp", "log", "maximum", "minimum", "isfinite", "isnan", "add",
+                "subtract", "multiply", "divide", "negative", "where", "clip", "tanh", "square")
+
+
 def _routine(name, launches=1):
     fn = getattr(numpy, name)
+    kind = ("reduction" if name in _REDUCTIONS else "elementwise" if name in _ELEMENTWISE
+            else "other")
 
     def routine(*args, **kwargs):
-        _launch(launches)
+        _launch(launches, kind, f"cupy.{name}")
         out = kwargs.get("out")
         r = fn(*_unwrap(args), **{k: _unwrap(v) for k, v in kwargs.items()})
         return out if out is not None else _wrap(r)
@@ -280,7 +305,7 @@ def _routine(name, launches=1):
 
 def matmul(a, b, out=None):
     a_, b_ = _unwrap(a), _unwrap(b)
-    _launch(1 + _copies(a_) + _copies(b_))
+    _launch(1 + _copies(a_) + _copies(b_), "other", "matmul")
     r = numpy.matmul(a_, b_, out=_unwrap(out)) if out is not None else numpy.matmul(a_, b_)
     return out if out is not None else _wrap(r)
 
@@ -334,12 +359,16 @@ def fuse(*args, **kwargs):
     """cupy.fuse: one kernel for the whole function."""
     def decorate(f):
         def fused(*a, **k):
+            for v in a:
+                if not isinstance(v, (ndarray, int, float, bool, numpy.generic)):
+                    raise TypeError(f"a fused function takes device arrays and scalars, got "
+                                    f"{type(v)}")
             _launch()
-            _fusing[0] += 1
+            was, _fusing[:] = list(_fusing), [_fusing[0] + 1, False]
             try:
                 return f(*a, **k)
             finally:
-                _fusing[0] -= 1
+                _fusing[:] = was
         return fused
     return decorate(args[0]) if args and callable(args[0]) else decorate
 
