@@ -169,7 +169,10 @@ def fuse(fn):
     The math is written once, with operators and ``xp`` ufuncs: ``xp`` is the array module of the
     arguments. What ``cupy.fuse`` accepts is the rule: elementwise operations on arrays (which
     broadcast) and Python scalars, at most one reduction (``xp.sum(..., axis=...)``) as the last
-    step, several results as a tuple; no reshapes, indexing or matrix products inside.
+    step, several results as a tuple, in-place updates of an argument (``acc += g``); no
+    reshapes, indexing or matrix products inside. The tests' CuPy stand-in enforces it. Write
+    per-channel factors in parentheses, ``(x - mu) * (gamma * inv_std)``: NumPy then computes
+    them once on the small arrays, while the fused kernel recomputes them per element for free.
     docs/architecture.md ("One kernel per step on the GPU").
     """
     kernels = {}
@@ -180,8 +183,8 @@ def fuse(fn):
             return fn(np, *args)
         kernel = kernels.get(id(xp))
         if kernel is None:
-            kernel = kernels[id(xp)] = xp.fuse(kernel_name=fn.__name__)(
-                lambda *a: fn(xp, *a))
+            name = fn.__name__ if fn.__name__.isidentifier() else "fused"   # a CUDA name
+            kernel = kernels[id(xp)] = xp.fuse(kernel_name=name)(lambda *a: fn(xp, *a))
         return kernel(*args)
 
     call.__name__, call.__doc__, call.plain = fn.__name__, fn.__doc__, fn

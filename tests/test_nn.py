@@ -91,3 +91,21 @@ def test_to_dtype_and_named_parameters():
     assert net.num_parameters() == 4 * 3 * 9 + 4 + 4 + 4
     assert net.backend == "numpy"
     net.to("numpy")
+
+
+def test_bn_relu_pairs_keep_pytorchs_numbering_in_state_dict_keys():
+    """One BatchNorm2d(relu=True) stands for PyTorch's BatchNorm2d + ReLU: the mask head and the
+    ImageNet stem are numbered as PyTorch numbers the separate modules, so keys still match."""
+    from minirattn.models.attention import MaskHead
+    from minirattn.models import build
+    keys = {k.rsplit(".", 1)[0] for k in MaskHead(8).state_dict()}
+    assert keys == {"body.0", "body.2", "body.3", "body.5"}       # BN, conv, BN, conv
+    assert {k.rsplit(".", 1)[0] for k in MaskHead(8, pre_activation=False).state_dict()} == \
+        {"body.0", "body.1", "body.3"}                           # conv, BN, conv
+    head = MaskHead(8)
+    assert [type(m).__name__ for m in head.body] == ["BatchNorm2d", "Conv2d", "BatchNorm2d",
+                                                     "Conv2d", "MaskActivation"]
+    net = build("attention56_imagenet", num_classes=3, input_size=64)
+    assert list(net.stem._children) == ["0", "1", "3"]           # conv, BN(-ReLU), max pool
+    with pytest.raises(ValueError, match="distinct names"):
+        nn.Sequential(nn.ReLU(), nn.ReLU(), names=("a", "a"))

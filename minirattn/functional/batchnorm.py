@@ -20,8 +20,9 @@ takes its backward (dy [y > 0]) into the batch norm's: the BN-ReLU pair of every
 On CuPy each step is one kernel (``backend.fuse``): forward, sum x, sum (x - mu)^2 and the
 normalisation (+ ReLU); backward, sum dy, sum dy xhat and dx. Nothing per channel gets a kernel of
 its own: mu = total / count and 1 / sqrt(var + eps) are recomputed inside each kernel from the
-sums the cache keeps (docs/architecture.md, "One kernel per step on the GPU"). On NumPy the same
-functions run as written, the per-channel numbers on (1, C, 1, 1) vectors.
+sums the cache keeps (docs/architecture.md, "One kernel per step on the GPU"). On NumPy, where
+what costs is passes over memory and fresh arrays, the same formulas run in place on one centred
+array (``_normalize_in_place``, ``_backward_in_place``); the tests hold both paths to 1e-10.
 """
 from __future__ import annotations
 
@@ -146,6 +147,48 @@ def _relu_grad(xp, dy, y):
     return dy * (y > 0)
 
 
+# -- NumPy: the same formulas in place on one centred array (a pass over memory and a fresh array
+# cost there what a kernel launch costs on the GPU) ------------------------------------------
+def _centred_squares(x, total, count):
+    """(sum (x - mean)^2 per channel, x - mean) on NumPy, where the forward normalises the centred
+    array in place; (the sum, None) on CuPy, one fused reduction that keeps nothing."""
+    if backend.xp_of(x) is backend.numpy:
+        centred = x - _column(total / count)
+        return channel_dot(centred, centred), centred
+    return channel_centred_squares(x, total, count), None
+
+
+def _normalize_in_place(centred, squares, count, eps, gamma, beta, relu):
+    """y = (x - mu) gamma inv_std + beta (then max(y, 0)), written into ``centred``."""
+    np = backend.numpy
+    y = centred
+    y *= _column(gamma / np.sqrt(squares / count + eps))
+    y += _column(beta)
+    return np.maximum(y, 0, out=y) if relu else y
+
+
+def _backward_in_place(dy, cache):
+    """:func:`batchnorm2d_backward` on NumPy: g = dy [y > 0], x - mu made once, dx written into
+    it: the passes of the formula and two new arrays (g, x - mu)."""
+    np = backend.numpy
+    x, C, M = cache.x, cache.x.shape[1], cache.count
+    mu, inv_std = _mean_inv_std(np, cache.total, cache.squares, M, cache.eps)
+    g = np.multiply(dy, cache.y > 0) if cache.relu else dy
+    dx = x - _column(mu)
+    dbeta, dgamma = channel_sum(g), channel_dot(g, dx) * inv_std
+    if not cache.training:
+        return np.multiply(g, _column(cache.gamma * inv_std), out=dx), dgamma, dbeta
+    sum_g, sum_g_xhat = dbeta, dgamma
+    if cache.reduce is not None:
+        total = cache.reduce(np.concatenate((dbeta, dgamma)))
+        sum_g, sum_g_xhat = total[:C], total[C:]
+    dx *= _column(-inv_std * sum_g_xhat / M)          # - xhat sum(g xhat) / M, over inv_std
+    dx += g
+    dx -= _column(sum_g / M)
+    dx *= _column(cache.gamma * inv_std)
+    return dx, dgamma, dbeta
+
+
 def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
                         eps=1e-5, reduce=None, relu=False):
     """y = gamma (x - mu) / sqrt(var + eps) + beta, or max of that and 0 with ``relu=True``.
@@ -178,17 +221,22 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
             raise ValueError(f"synchronized batchnorm needs more than one value per channel over "
                              f"all ranks, got {int(M)}")
         total = total[:C]
-        squares = reduce(channel_centred_squares(x, total, M))
+        squares, centred = _centred_squares(x, total, M)
+        squares = reduce(squares)
     elif training:
         if M < 2:
             raise ValueError(f"batchnorm in training mode needs more than one value per channel, "
                              f"got input shape {tuple(x.shape)}")
         total = channel_sum(x)
-        squares = channel_centred_squares(x, total, M)
+        squares, centred = _centred_squares(x, total, M)
     else:
         total, squares, M = running_mean.astype(x.dtype), running_var.astype(x.dtype), 1
-    y = (_normalize_relu if relu else _normalize)(
-        x, _column(total), _column(squares), M, eps, _column(gamma), _column(beta))
+        centred = x - _column(total) if xp is backend.numpy else None
+    if xp is backend.numpy:
+        y = _normalize_in_place(centred, squares, M, eps, gamma, beta, relu)
+    else:
+        y = (_normalize_relu if relu else _normalize)(
+            x, _column(total), _column(squares), M, eps, _column(gamma), _column(beta))
     return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, bool(relu),
                              reduce if training else None)
 
@@ -207,15 +255,12 @@ def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
 
 
 def _gradient_sums(dy, cache):
-    """(sum g, sum g xhat) over this rank's batch, g = dy or, after a ReLU, dy [y > 0]; and g
-    itself, or None where the kernels mask dy themselves (CuPy, training, ReLU)."""
+    """CuPy: (sum g, sum g xhat) over this rank's batch, g = dy or, after a ReLU, dy [y > 0];
+    and g itself, or None where the kernels mask dy themselves (training with a ReLU)."""
     x, y, (total, squares, M, eps) = cache.x, cache.y, cache[3:7]
     stats = (_column(total), _column(squares), M, eps)
-    if backend.xp_of(dy) is backend.numpy or not cache.training:
+    if not cache.training:
         g = _relu_grad(dy, y) if cache.relu else dy
-        if backend.xp_of(dy) is backend.numpy:   # matrix products are the fast sums there
-            mu, inv_std = _mean_inv_std(backend.numpy, total, squares, M, eps)
-            return channel_sum(g), channel_dot(g, x, mu) * inv_std, g
         return channel_sum(g), _sum_g_xhat(g, x, *stats), g
     if cache.relu:
         return _sum_g_relu(dy, y), _sum_g_xhat_relu(dy, y, x, *stats), None
@@ -233,6 +278,8 @@ def batchnorm2d_backward(dy, cache):
     reduction of both), M is the global count; dgamma and dbeta are this rank's share, which
     the data-parallel all-reduce of the parameter gradients adds up like every other one.
     """
+    if backend.xp_of(dy) is backend.numpy:
+        return _backward_in_place(dy, cache)
     x, C = cache.x, cache.x.shape[1]
     dbeta, dgamma, g = _gradient_sums(dy, cache)
     stats = (_column(cache.total), _column(cache.squares), cache.count, cache.eps)

@@ -41,7 +41,8 @@ def check_choices(attention="mixed", learning="arl", mask="soft"):
 
 class MaskHead(nn.Module):
     """BN-ReLU-conv1x1-BN-ReLU-conv1x1-activation, the end of every mask branch (without the
-    first BN-ReLU after post-activation units); each BN-ReLU pair is one ``BatchNorm2d(relu=True)``."""
+    first BN-ReLU after post-activation units); each BN-ReLU pair is one
+    ``BatchNorm2d(relu=True)``."""
 
     def __init__(self, channels, attention="mixed", *, pre_activation=True, rng=None,
                  dtype="float32"):
