@@ -39,8 +39,13 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-#: Kernel launches of one CuPy training step at batch 64 (benchmarks/launches.py, 2026-11-28).
-LAUNCHES = {"attention56": 5909, "attention92": 10672}
+def step_launches(arch):
+    """Kernel launches of one CuPy training step, counted now on the CuPy stand-in
+    (benchmarks/launches.py; the count does not depend on the batch size)."""
+    import launches
+    return launches.count_step(arch, 2)[0]
+
+
 #: The paper's ImageNet networks (Table 2): parameters and forward multiply-adds per image in
 #: billions (the paper's "FLOPs", counted as ResNet's paper counts them: one per multiply-add).
 IMAGENET = {"attention56_imagenet": (31.9e6, 6.2), "attention92_imagenet": (51.3e6, 10.4)}
@@ -247,17 +252,33 @@ def main(argv=None):
     for arch in args.arch:
         n_bn, width, params = bn_shape(arch)
         report["modelled"].append(model_scaling(
-            arch, params, forward_flops(arch), n_bn, width, 64, LAUNCHES.get(arch),
+            arch, params, forward_flops(arch), n_bn, width, 64, step_launches(arch),
             args.launch_us, args.gpu_tflops))
     for arch, (params, gflops) in IMAGENET.items():
         n_bn, width, _ = bn_shape(arch)
         report["modelled"].append(model_scaling(arch, params, 2 * gflops * 1e9, n_bn, width, 32,
                                                 None, args.launch_us, args.gpu_tflops))
+    if args.model_only:       # keep the measurements a previous full run wrote, with their date
+        report.update(_previous_measurements(args.out))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
+    with open(args.out + ".tmp", "w") as f:
         json.dump(report, f, indent=1)
+    os.replace(args.out + ".tmp", args.out)
     _print(report)
     return 0
+
+
+def _previous_measurements(path):
+    """{"measured", "measured_date", "measured_commit"} from an earlier report at ``path``, or {}."""
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    if not old.get("measured"):
+        return {}
+    return dict(measured=old["measured"], measured_date=old.get("measured_date", old.get("date")),
+                measured_commit=old.get("measured_commit", old.get("commit")))
 
 
 def _commit():

@@ -5,7 +5,8 @@
 
 What a GPU would be asked to do, without a GPU: the test suite's strict NumPy-backed CuPy stand-in
 (tests/cupy_standin) counts one launch per elementwise operation, reduction or routine, one per
-matrix product plus one per operand it must copy, one per copying reshape. At CuPy's 8-15 us of host
+fused function (``backend.fuse``), one per matrix product plus one per operand it must copy, one
+per copying reshape. At CuPy's 8-15 us of host
 time per launch, the count bounds the step time from below whatever the GPU.
 """
 from __future__ import annotations

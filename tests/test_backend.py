@@ -58,3 +58,20 @@ def test_pad():
     p = backend.pad(x, 1, 2, value=-1.0)
     assert p.shape == (1, 1, 4, 6) and p[0, 0, 0, 0] == -1 and p[0, 0, 1, 2] == 0.0
     assert backend.to_device(x, "numpy") is not None and backend.to_numpy(x) is x
+
+
+def test_fuse_is_the_plain_function_on_numpy():
+    """backend.fuse(fn) calls fn(numpy, *args) on NumPy arrays: the same results, in-place updates
+    included (on CuPy it is one cupy.fuse kernel: tests/test_standin.py)."""
+    def scale_shift(xp, x, a, b):
+        return xp.sqrt(x) * a + b
+
+    def add_into(xp, acc, g):
+        acc += g
+    fused = backend.fuse(scale_shift)
+    x = np.arange(6.0).reshape(2, 3)
+    np.testing.assert_array_equal(fused(x, 2.0, np.ones(3)), np.sqrt(x) * 2.0 + 1.0)
+    assert fused.plain is scale_shift and fused.__name__ == "scale_shift"
+    acc = np.zeros(3)
+    assert backend.fuse(add_into)(acc, np.arange(3.0)) is None
+    np.testing.assert_array_equal(acc, [0.0, 1.0, 2.0])

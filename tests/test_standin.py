@@ -197,3 +197,18 @@ def test_fuse_counts_one_kernel_and_refuses_what_cupy_fuse_cannot_fuse(cp):
             backend.fuse(bad)(a)
     with pytest.raises(TypeError, match="device arrays and scalars"):
         chain(a, np.ones(3))                    # a host array
+
+
+def test_fused_scalars_are_weak_but_their_arithmetic_is_float64_as_in_cupy_fuse(cp):
+    """A Python scalar argument keeps float32 arrays float32; an operation between two scalars
+    inside the fused function is a float64 variable in CuPy's kernel, and makes them float64."""
+    x = cp.ones(3, dtype=np.float32)
+    assert backend.fuse(lambda xp, x, a: x * a)(x, 0.1).dtype == np.float32
+    assert backend.fuse(lambda xp, x, a: x * (1.0 - a))(x, 0.1).dtype == np.float64
+
+
+def test_a_float32_step_keeps_every_array_float32(cp):
+    net, opt, x, y = _tiny(cp)
+    _step(cp, net, opt, x, y)
+    assert {str(v.dtype) for v in net.state_dict().values()} == {"float32"}
+    assert {str(g.dtype) for _, _, g in net.named_parameters()} == {"float32"}

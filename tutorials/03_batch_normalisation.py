@@ -60,3 +60,20 @@ assert r.ok
 y, cache = F.batchnorm2d_forward(x, gamma, beta, new_mean, new_var, training=False)
 dx, _, _ = F.batchnorm2d_backward(dy, cache)
 assert np.allclose(dx, dy * (gamma / np.sqrt(new_var + 1e-5))[None, :, None, None])
+
+# %% [markdown]
+# ## The ReLU that follows, in the same op
+# In every unit a ReLU follows the batch norm. `relu=True` applies it in the normalising pass and
+# takes its gradient into the batch norm's backward: the upstream gradient becomes
+# $\delta\,\mathbb 1[y > 0]$ and every formula above holds with it. Same numbers, one op (and on a GPU
+# no kernels of the ReLU's own).
+
+# %%
+y_bn, cache_bn = F.batchnorm2d_forward(x, gamma, beta)
+z, cache_relu = F.relu_forward(y_bn)
+z_fused, cache_fused = F.batchnorm2d_forward(x, gamma, beta, relu=True)
+assert np.array_equal(z_fused, z)
+separate = F.batchnorm2d_backward(F.relu_backward(dy, cache_relu), cache_bn)
+for a, b in zip(F.batchnorm2d_backward(dy, cache_fused), separate):
+    assert np.allclose(a, b, rtol=1e-12, atol=1e-12)
+print("BN then ReLU, and BN with relu=True: the same output and gradients")

@@ -135,11 +135,13 @@ def _sum_g_xhat_relu(xp, dy, y, x, total, squares, count, eps):
 
 
 @backend.fuse
-def _running(xp, running_mean, running_var, total, squares, count, momentum):
-    """(1 - momentum) running + momentum batch, the batch variance made unbiased."""
-    keep = 1.0 - momentum
+def _running(xp, running_mean, running_var, total, squares, count, count_less_one, keep,
+             momentum):
+    """keep running + momentum batch (keep = 1 - momentum), the batch variance made unbiased.
+    (No arithmetic between two scalars inside a fused function: cupy.fuse would make its result
+    a float64 that turns the float32 arrays it meets into float64.)"""
     return (keep * running_mean + momentum * (total / count),
-            keep * running_var + momentum * (squares / (count - 1.0)))
+            keep * running_var + momentum * (squares / count_less_one))
 
 
 @backend.fuse
@@ -249,7 +251,7 @@ def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
     if not cache.training:
         return running_mean, running_var
     new_mean, new_var = _running(running_mean, running_var, cache.total, cache.squares,
-                                 cache.count, momentum)
+                                 cache.count, cache.count - 1, 1.0 - momentum, momentum)
     return (new_mean.astype(running_mean.dtype, copy=False),
             new_var.astype(running_var.dtype, copy=False))
 

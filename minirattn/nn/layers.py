@@ -169,8 +169,8 @@ class _Op(Module):
 
 class ReLU(_Op):
     """max(x, 0). ``inplace=True`` (as PyTorch's) overwrites the forward's input with the output
-    and the backward's dy with dx: no new arrays, for places where nothing else reads them, such
-    as right after a batch norm (whose cache keeps x - mu, not its output)."""
+    and the backward's dy with dx: no new arrays, for places where nothing else reads them. (A
+    ReLU right after a batch norm is better done by the batch norm: ``BatchNorm2d(relu=True)``.)"""
     _forward, _backward = F.relu_forward, F.relu_backward
 
     def __init__(self, inplace=False):

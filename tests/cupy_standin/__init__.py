@@ -104,11 +104,38 @@ def _host_error(x):
                      f"operation; move it with cupy.asarray first")
 
 
+class _FusedScalar:
+    """A Python scalar given to a fused function, as ``cupy.fuse`` sees it: weak against arrays
+    (float32 arrays stay float32), but an operation between two scalars makes a strong NumPy
+    float64 / int64 (a typed local variable in the kernel), which turns float32 arrays it meets
+    into float64, as on CuPy."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def _op(self, other, name):
+        if isinstance(other, _FusedScalar):
+            other = other.value
+        if isinstance(other, (int, float, numpy.generic)):
+            r = getattr(self.value, name)(other)
+            return numpy.float64(r) if isinstance(r, float) else numpy.int64(r)
+        return NotImplemented
+
+
+for _name in ("add", "sub", "mul", "truediv", "pow", "floordiv", "mod"):
+    for _fmt in ("__{}__", "__r{}__"):
+        setattr(_FusedScalar, _fmt.format(_name),
+                lambda self, other, _n=_fmt.format(_name): self._op(other, _n))
+_FusedScalar.__neg__ = lambda self: numpy.float64(-self.value)
+
+
 def _unwrap(x):
     """Device arrays to their NumPy storage; Python and NumPy scalars, dtypes, slices pass; NumPy
     arrays raise TypeError (CuPy refuses them)."""
     if isinstance(x, ndarray):
         return x._a
+    if isinstance(x, _FusedScalar):
+        return x.value
     if isinstance(x, numpy.ndarray):
         raise _host_error(x)
     if isinstance(x, (list, tuple)):
@@ -256,7 +283,7 @@ def _binary(op, inplace=False, reflected=False):
     def method(self, other):
         if isinstance(other, numpy.ndarray):
             raise _host_error(other)
-        if not isinstance(other, (ndarray, int, float, bool, complex, numpy.generic)):
+        if not isinstance(other, (ndarray, int, float, bool, complex, numpy.generic, _FusedScalar)):
             return NotImplemented
         _launch()
         a, b = self._a, _unwrap(other)
@@ -365,6 +392,8 @@ def fuse(*args, **kwargs):
                                     f"{type(v)}")
             _launch()
             was, _fusing[:] = list(_fusing), [_fusing[0] + 1, False]
+            a = [_FusedScalar(v) if isinstance(v, (int, float)) and not isinstance(v, bool)
+                 else v for v in a]
             try:
                 return f(*a, **k)
             finally:
