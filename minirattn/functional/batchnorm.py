@@ -75,7 +75,7 @@ def _column(v):
     return v.reshape(1, -1, 1, 1)
 
 
-# -- the math, written once: plain functions on NumPy, fused kernels on CuPy -------------------
+# -- the math as CuPy runs it, each function one fused kernel (NumPy: see _backward_in_place) --
 def _mean_inv_std(xp, total, squares, count, eps):
     """mu and 1 / sqrt(var + eps) from the sums."""
     return total / count, 1.0 / xp.sqrt(squares / count + eps)
