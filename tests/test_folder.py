@@ -137,6 +137,16 @@ def test_batches_are_a_function_of_seed_and_iteration_and_resume_exactly(folder)
     assert -2.5 < run[0][0].min() and run[0][0].max() < 2.7
 
 
+def test_close_stops_decoding_ahead_and_later_batches_still_come(folder):
+    s = _stream(folder)
+    x0, _ = s.batch(0)                                    # batch 1 is being decoded ahead
+    s.close()
+    assert s._prefetch is None and s._ahead is None
+    s.close()                                             # twice is harmless
+    np.testing.assert_array_equal(s.batch(1)[0], _stream(folder).batch(1)[0])
+    assert s._ahead is None                               # closed: nothing decoded ahead
+
+
 def test_flips_and_crops_differ_between_iterations(folder):
     s = _stream(folder, batch_size=36)                   # the whole epoch each batch
     x0, y0 = s.batch(0)

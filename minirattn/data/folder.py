@@ -230,9 +230,19 @@ class FolderStream:
             x_uint8, idx = self._ahead[1].result()
         else:
             x_uint8, idx = self._decode(*key)
-        self._ahead = ((iteration + 1, lo, hi),
-                       self._prefetch.submit(self._decode, iteration + 1, lo, hi))
+        self._ahead = None
+        if self._prefetch is not None:
+            self._ahead = ((iteration + 1, lo, hi),
+                           self._prefetch.submit(self._decode, iteration + 1, lo, hi))
         return normalize(x_uint8, self.mean, self.std), self.y[idx]
+
+    def close(self):
+        """Stop decoding ahead: the batch after the last one asked for is dropped if it has not
+        started, and the prefetch thread ends. Later ``batch`` calls still work, decoding each
+        batch when asked (the training loop closes its stream when it ends)."""
+        if self._prefetch is not None:
+            self._prefetch.shutdown(wait=False, cancel_futures=True)
+            self._prefetch, self._ahead = None, None
 
 
 def channel_stats():

@@ -72,6 +72,9 @@ class BatchStream:
             x = augment(x, np.random.default_rng([self.seed, 1, iteration]))
         return x[lo:hi], self.y[idx][lo:hi]
 
+    def close(self):
+        """Nothing to release (the folder stream's ``close`` ends its decoding threads)."""
+
 
 def eval_batches(x_uint8, y, mean, batch_size: int, std=None):
     """Unaugmented, in-order batches for evaluation (``x_uint8`` an array, or a folder split

@@ -493,6 +493,7 @@ def _train(config: TrainConfig, comm, step, echo, on_evaluate=None) -> TrainResu
     finally:
         if bar is not None:
             bar.close()
+        data.stream.close()     # a folder stream's decoding threads, and the batch past the end
     if test_acc is None:   # resumed at the end: nothing left to train
         test_acc, _ = test()
     folder = config.checkpoint_dir
