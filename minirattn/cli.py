@@ -189,9 +189,9 @@ def _run(args) -> int:
         return 0 if run_selfcheck(args.seed) else 1
     if args.command == "models":
         from .models import build, list_models
-        print(f"{'name':<22} {'parameters':>12} {'paper':>8}  description")
         models = list_models()
         width = max(len(name) for name, _, _ in models)
+        print(f"{'name':<{width}} {'parameters':>12} {'paper':>8}  description")
         for name, desc, paper in models:
             n = build(name, num_classes=1000 if name.endswith("imagenet") else 10).num_parameters()
             paper = f"{paper / 1e6:.1f}M" if paper else "-"

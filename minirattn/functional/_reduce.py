@@ -17,21 +17,6 @@ def _sum_of_products(xp, a, b):
     return xp.sum(a * b, axis=_AXES)
 
 
-@backend.fuse
-def _sum_of_centred_products(xp, a, b, b_mean):
-    return xp.sum(a * (b - b_mean), axis=_AXES)
-
-
-@backend.fuse
-def _sum_of_centred_squares(xp, a, total, count):
-    return xp.sum((a - total / count) * (a - total / count), axis=_AXES)
-
-
-def _column(v):
-    """(C,) -> (1, C, 1, 1), a view that broadcasts against NCHW arrays."""
-    return v.reshape(1, -1, 1, 1)
-
-
 def channel_sum(a):
     """sum over N, H, W of an (N, C, H, W) array -> (C,)."""
     xp = backend.xp_of(a)
@@ -50,20 +35,8 @@ def _dot_rows(a, b):
     return rows.reshape(N, C).sum(axis=0)
 
 
-def channel_dot(a, b, b_mean=None):
-    """sum over N, H, W of a * (b - b_mean) -> (C,); ``b_mean`` (C,), or None for 0."""
+def channel_dot(a, b):
+    """sum over N, H, W of a * b -> (C,)."""
     if backend.xp_of(a) is not backend.numpy:
-        if b_mean is None:
-            return _sum_of_products(a, b)
-        return _sum_of_centred_products(a, b, _column(b_mean))
-    return _dot_rows(a, b if b_mean is None else b - _column(b_mean))
-
-
-def channel_centred_squares(a, total, count):
-    """sum over N, H, W of (a - mean)^2 -> (C,) with mean = total / count, ``total`` (C,) (so the
-    mean needs no kernel of its own): the two-pass variance's second pass (float32 keeps its
-    digits, unlike sum(a^2) - M mean^2)."""
-    if backend.xp_of(a) is not backend.numpy:
-        return _sum_of_centred_squares(a, _column(total), count)
-    centred = a - _column(total / count)
-    return _dot_rows(centred, centred)
+        return _sum_of_products(a, b)
+    return _dot_rows(a, b)

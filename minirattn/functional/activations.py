@@ -9,7 +9,8 @@ from ..checks import check_array
 
 
 @backend.fuse
-def _relu_grad(xp, dy, y):
+def relu_grad(xp, dy, y):
+    """dx = dy [y > 0] from the ReLU's output y (also batch norm's with ``relu=True``)."""
     return dy * (y > 0)
 
 
@@ -36,7 +37,7 @@ def relu_backward(dy, cache, inplace=False):
     if inplace:
         _relu_grad_into(dy, cache)
         return dy
-    return _relu_grad(dy, cache)
+    return relu_grad(dy, cache)
 
 
 def sigmoid(x):

@@ -30,7 +30,8 @@ from typing import NamedTuple
 
 from .. import backend
 from ..checks import check_array, check_number, check_same_dtype
-from ._reduce import channel_centred_squares, channel_dot, channel_sum
+from ._reduce import channel_dot, channel_sum
+from .activations import relu_grad
 
 
 class BatchNormCache(NamedTuple):
@@ -118,6 +119,19 @@ def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum
 
 
 @backend.fuse
+def _sum_centred_squares(xp, x, total, count):
+    """sum (x - mu)^2 with mu = total / count: the two-pass variance's second pass (float32 keeps
+    its digits, unlike sum(x^2) - M mu^2)."""
+    return xp.sum((x - total / count) * (x - total / count), axis=(0, 2, 3))
+
+
+@backend.fuse
+def _eval_input_grad(xp, g, squares, count, eps, gamma):
+    """dx = g gamma / sqrt(var + eps): in evaluation mode mu and var are constants."""
+    return g * (gamma / xp.sqrt(squares / count + eps))
+
+
+@backend.fuse
 def _sum_g_xhat(xp, dy, x, total, squares, count, eps):
     mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
     return xp.sum(dy * ((x - mu) * inv_std), axis=(0, 2, 3))
@@ -144,11 +158,6 @@ def _running(xp, running_mean, running_var, total, squares, count, count_less_on
             keep * running_var + momentum * (squares / count_less_one))
 
 
-@backend.fuse
-def _relu_grad(xp, dy, y):
-    return dy * (y > 0)
-
-
 # -- NumPy: the same formulas in place on one centred array (a pass over memory and a fresh array
 # cost there what a kernel launch costs on the GPU) ------------------------------------------
 def _centred_squares(x, total, count):
@@ -157,7 +166,7 @@ def _centred_squares(x, total, count):
     if backend.xp_of(x) is backend.numpy:
         centred = x - _column(total / count)
         return channel_dot(centred, centred), centred
-    return channel_centred_squares(x, total, count), None
+    return _sum_centred_squares(x, _column(total), count), None
 
 
 def _normalize_in_place(centred, squares, count, eps, gamma, beta, relu):
@@ -175,7 +184,7 @@ def _backward_in_place(dy, cache):
     np = backend.numpy
     x, C, M = cache.x, cache.x.shape[1], cache.count
     mu, inv_std = _mean_inv_std(np, cache.total, cache.squares, M, cache.eps)
-    g = np.multiply(dy, cache.y > 0) if cache.relu else dy
+    g = relu_grad(dy, cache.y) if cache.relu else dy
     dx = x - _column(mu)
     dbeta, dgamma = channel_sum(g), channel_dot(g, dx) * inv_std
     if not cache.training:
@@ -262,7 +271,7 @@ def _gradient_sums(dy, cache):
     x, y, (total, squares, M, eps) = cache.x, cache.y, cache[3:7]
     stats = (_column(total), _column(squares), M, eps)
     if not cache.training:
-        g = _relu_grad(dy, y) if cache.relu else dy
+        g = relu_grad(dy, y) if cache.relu else dy
         return channel_sum(g), _sum_g_xhat(g, x, *stats), g
     if cache.relu:
         return _sum_g_relu(dy, y), _sum_g_xhat_relu(dy, y, x, *stats), None
@@ -286,9 +295,8 @@ def batchnorm2d_backward(dy, cache):
     dbeta, dgamma, g = _gradient_sums(dy, cache)
     stats = (_column(cache.total), _column(cache.squares), cache.count, cache.eps)
     gamma = _column(cache.gamma)
-    if not cache.training:          # mu and var are constants: dx = g gamma inv_std
-        zero = backend.xp_of(dy).zeros(1, dtype=dy.dtype)
-        return _input_grad(g, x, *stats, gamma, zero, zero), dgamma, dbeta
+    if not cache.training:
+        return _eval_input_grad(g, *stats[1:], gamma), dgamma, dbeta
     sum_g, sum_g_xhat = dbeta, dgamma
     if cache.reduce is not None:
         total = cache.reduce(backend.xp_of(dy).concatenate((dbeta, dgamma)))

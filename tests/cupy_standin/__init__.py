@@ -9,11 +9,15 @@ real GPU is present). It behaves as CuPy does where NumPy code usually breaks on
   ``refresh_names.py``); a CuPy name the stand-in does not implement raises NotImplementedError.
 
 It counts what a GPU would do (``COUNT``): kernel launches (one per elementwise operation,
-reduction or routine, one per matrix product plus one per operand it must copy to a contiguous
-layout, one per copying reshape or astype), device synchronisations with their call sites (reading
+reduction or routine, one per ``fuse``d function call, one per matrix product plus one per operand
+it must copy to a contiguous layout, one per copying reshape or astype), device synchronisations with their call sites (reading
 a value on the host: ``float()``, ``int()``, ``bool()``, ``.item()``, ``.get()``; CuPy's ``bincount``
 checks its input on the host twice), and host<->device transfers. ``strict()`` makes any
 synchronisation raise, as ``cupyx.allow_synchronize(False)`` does on a real GPU.
+
+``fuse`` checks what ``cupy.fuse`` accepts (elementwise operations, at most one reduction as the
+last step; ``FusionError`` otherwise) and types Python scalar arguments as it does: weak against
+arrays, float64 once two meet.
 
 Reshapes follow NumPy's rule (a view when the strides allow one, else a copy), which is CuPy's
 rule too for the C-ordered reshapes the library makes.
