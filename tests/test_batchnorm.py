@@ -1,9 +1,13 @@
-"""batch norm 2d: statistics conventions, running averages, both modes' gradients, errors."""
+"""batch norm 2d: statistics conventions, running averages, both modes' gradients, every path
+equal to the textbook pair, errors."""
 import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from minirattn import functional as F, gradcheck
+from minirattn import distributed as D, functional as F, gradcheck
+from minirattn.functional.batchnorm import batchnorm_method
+
+FAST_METHODS = [m for m in F.BATCHNORM_METHODS if m != "textbook"]
 
 
 @st.composite
@@ -50,12 +54,17 @@ def test_eval_forward_uses_running_stats(case):
     assert nm is rm and nv is rv
 
 
+@pytest.mark.parametrize("method", ["textbook", "auto"])
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("training", [True, False])
 @given(case=bn_case())
-def test_backward_matches_finite_differences(training, relu, case):
+def test_backward_matches_finite_differences(training, relu, method, case):
     x, g, b, rm, rv, _ = make(case)
-    fwd = lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=relu)
+    fwd = lambda x, g, b: F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=relu,
+                                                method=method)
+    # the step of 1e-5 must be small against each channel's spread: two values per channel can
+    # be drawn 1e-3 apart, where the normalisation's curvature makes any difference quotient off
+    assume(training is False or x.std(axis=(0, 2, 3)).min() > 0.05)
     if relu:    # keep the finite differences off the ReLU's kink: no output within 1e-3 of 0
         assume(np.abs(F.batchnorm2d_forward(x, g, b, rm, rv, training=training)[0]).min() > 1e-3)
     gradcheck(fwd, [x, g, b], F.batchnorm2d_backward, tol=1e-6)
@@ -73,6 +82,74 @@ def test_relu_option_is_relu_of_batchnorm(case, training):
     for a, a_relu in zip(F.batchnorm2d_backward(F.relu_backward(dy, rc), c),
                          F.batchnorm2d_backward(dy, c_relu)):
         np.testing.assert_allclose(a_relu, a, rtol=1e-12, atol=1e-12)
+
+
+def _equal(fast, textbook, what):
+    for name, a, t in zip(("y/dx", "dgamma", "dbeta", "mean", "var"), fast, textbook):
+        np.testing.assert_allclose(a, t, rtol=1e-12, atol=1e-12, err_msg=f"{what}: {name}")
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+@given(case=bn_case(), training=st.booleans(), relu=st.booleans())
+def test_every_path_equals_the_textbook_pair(method, case, training, relu):
+    """Forward, cache statistics, running statistics and backward of each fast path against the
+    textbook pair, float64, in both modes, with and without the fused ReLU."""
+    x, g, b, rm, rv, mom = make(case)
+    dy = np.random.default_rng(case[-1] + 1).standard_normal(x.shape)
+
+    def run(m):
+        y, c = F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=relu, method=m)
+        assert c.method == batchnorm_method(np, m)
+        return (y, *F.batchnorm2d_running_stats(c, rm, rv, mom)), F.batchnorm2d_backward(dy, c)
+
+    (y, *stats), grads = run(method)
+    (y_t, *stats_t), grads_t = run("textbook")
+    _equal([y, *stats], [y_t, *stats_t], f"{method} forward")
+    _equal(grads, grads_t, f"{method} backward")
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+@given(shards=st.lists(st.integers(1, 3), min_size=2, max_size=3), C=st.integers(1, 3),
+       relu=st.booleans(), seed=st.integers(0, 2**31 - 1))
+def test_every_path_equals_the_textbook_pair_synchronized(method, shards, C, relu, seed):
+    """The synchronized batch norm over simulated ranks (shards of unequal size included): each
+    rank's output, running statistics and gradients by every path equal the textbook pair's."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((sum(shards), C, 2, 3)) + rng.uniform(-1, 1, (1, C, 1, 1))
+    dy = rng.standard_normal(x.shape)
+    g, b = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
+    cuts = np.cumsum(shards)[:-1]
+
+    def rank(comm, xr, dyr, m):
+        y, c = F.batchnorm2d_forward(xr, g, b, reduce=comm.reduce, relu=relu, method=m)
+        return (y, *F.batchnorm2d_running_stats(c, np.zeros(C), np.ones(C))), \
+            F.batchnorm2d_backward(dyr, c)
+
+    def ranks(m):
+        work = [(xr, dyr, m) for xr, dyr in zip(np.split(x, cuts), np.split(dy, cuts))]
+        return D.ThreadRanks(len(shards)).run(rank, work)
+
+    for r, ((out, grads), (out_t, grads_t)) in enumerate(zip(ranks(method), ranks("textbook"))):
+        _equal(out, out_t, f"{method} rank {r} forward")
+        _equal(grads, grads_t, f"{method} rank {r} backward")
+
+
+def test_auto_is_in_place_on_numpy_and_in_place_is_refused_elsewhere():
+    assert batchnorm_method(np, "auto") == "in_place"
+    assert batchnorm_method(object(), "auto") == "fused"
+    with pytest.raises(ValueError, match="'in_place' works on NumPy arrays only"):
+        batchnorm_method(object(), "in_place")
+    with pytest.raises(ValueError, match="method"):
+        F.batchnorm2d_forward(np.ones((2, 3, 2, 2)), np.ones(3), np.zeros(3), method="fast")
+
+
+def test_the_textbook_pair_fits_on_one_screen():
+    """What a student reads first: the textbook forward and backward, short enough to read at
+    once (docstrings included)."""
+    import inspect
+    from minirattn.functional import batchnorm
+    for fn in (batchnorm._forward_textbook, batchnorm._backward_textbook):
+        assert len(inspect.getsource(fn).splitlines()) <= 30, fn.__name__
 
 
 def test_all_ones_upstream_gives_zero_input_gradient_so_we_never_test_with_it():

@@ -30,6 +30,11 @@ CASES = {
                 F.batchnorm2d_backward),
     "bn_relu_eval": (lambda x: F.batchnorm2d_forward(x, *_bn_vectors(x), training=False, relu=True),
                      F.batchnorm2d_backward),
+    "bn_textbook": (lambda x: F.batchnorm2d_forward(x, *_bn_vectors(x)[:2], relu=True,
+                                                    method="textbook"), F.batchnorm2d_backward),
+    "bn_eval_textbook": (lambda x: F.batchnorm2d_forward(x, *_bn_vectors(x), training=False,
+                                                         method="textbook"),
+                         F.batchnorm2d_backward),
     "gap": (F.global_avgpool_forward, F.global_avgpool_backward),
 }
 

@@ -9,7 +9,9 @@ derivations are in ``docs/math/``.
 """
 from .activations import relu_forward, relu_backward, sigmoid, sigmoid_forward, sigmoid_backward
 from .attention import attention_residual_forward, attention_residual_backward, LEARNING_RULES
-from .batchnorm import batchnorm2d_forward, batchnorm2d_backward, batchnorm2d_running_stats
+from .batchnorm import (
+    batchnorm2d_forward, batchnorm2d_backward, batchnorm2d_running_stats, BATCHNORM_METHODS,
+)
 from .conv import conv2d_forward, conv2d_backward, conv_output_size, CONV_METHODS
 from .mask import (
     f1_mixed_forward, f1_mixed_backward, f2_channel_forward, f2_channel_backward,

@@ -17,21 +17,24 @@ unequal size included; ``reduce=None`` is ordinary batch norm.
 ``relu=True`` applies the ReLU that follows a batch norm in the same pass (y = max(BN(x), 0)) and
 takes its backward (dy [y > 0]) into the batch norm's: the BN-ReLU pair of every unit, one op.
 
-On CuPy each step is one kernel (``backend.fuse``): forward, sum x, sum (x - mu)^2 and the
-normalisation (+ ReLU); backward, sum dy, sum dy xhat and dx. Nothing per channel gets a kernel of
-its own: mu = total / count and 1 / sqrt(var + eps) are recomputed inside each kernel from the
-sums the cache keeps (docs/architecture.md, "One kernel per step on the GPU"). On NumPy, where
-what costs is passes over memory and fresh arrays, the same formulas run in place on one centred
-array (``_normalize_in_place``, ``_backward_in_place``); the tests hold both paths to 1e-10.
+``method`` chooses how the numbers are computed; every method gives the same result:
+``"textbook"`` is :func:`_forward_textbook` / :func:`_backward_textbook` below, the formulas of
+the derivation one array operation a line; ``"fused"`` (one kernel per step on the GPU) and
+``"in_place"`` (NumPy, few passes over memory) live in :mod:`.batchnorm_fast`; ``"auto"``
+(the default) is ``"in_place"`` on NumPy and ``"fused"`` on CuPy. The backward takes the path
+its forward took.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
 from .. import backend
-from ..checks import check_array, check_number, check_same_dtype
-from ._reduce import channel_dot, channel_sum
-from .activations import relu_grad
+from ..checks import check_array, check_choice, check_number, check_same_dtype
+from . import batchnorm_fast as fast
+from .batchnorm_fast import column
+
+#: The values of ``batchnorm2d_forward(..., method=...)``.
+BATCHNORM_METHODS = ("auto", "textbook", "in_place", "fused")
 
 
 class BatchNormCache(NamedTuple):
@@ -48,6 +51,7 @@ class BatchNormCache(NamedTuple):
     training: bool
     relu: bool = False
     reduce: object = None   # the cross-rank sum of the forward, used again by the backward
+    method: str = "textbook"   # the path the forward took, which the backward takes too
 
     @property
     def mean(self):
@@ -59,10 +63,56 @@ class BatchNormCache(NamedTuple):
 
     @property
     def inv_std(self):
-        return _mean_inv_std(backend.xp_of(self.x), self.total, self.squares, self.count,
-                             self.eps)[1]
+        return 1.0 / backend.xp_of(self.x).sqrt(self.var + self.eps)
 
 
+# -- the textbook pair: read these first ------------------------------------------------------
+def _forward_textbook(x, gamma, beta, running_mean, running_var, training, eps, reduce, relu):
+    """y = gamma xhat + beta, xhat = (x - mu) / sqrt(var + eps), with the batch's mu and var
+    (training; over all ranks with ``reduce``) or the running ones (evaluation)."""
+    xp = backend.xp_of(x)
+    N, C, H, W = x.shape
+    if training:
+        total, count = x.sum(axis=(0, 2, 3)), N * H * W           # sum x, M
+        if reduce is not None:                                      # ... over all ranks
+            both = reduce(xp.concatenate((total, xp.full(1, count, dtype=x.dtype))))
+            total, count = both[:C], both[C]
+        squares = ((x - column(total / count)) ** 2).sum(axis=(0, 2, 3))
+        if reduce is not None:
+            squares = reduce(squares)                               # sum (x - mu)^2
+    else:
+        total, squares, count = running_mean.astype(x.dtype), running_var.astype(x.dtype), 1
+    mu, var = total / count, squares / count                        # biased variance
+    xhat = (x - column(mu)) / column(xp.sqrt(var + eps))
+    y = column(gamma) * xhat + column(beta)
+    if relu:
+        y = xp.maximum(y, 0)
+    return y, BatchNormCache(x, y, gamma, total, squares, count, eps, training, relu,
+                             reduce if training else None, "textbook")
+
+
+def _backward_textbook(dy, cache):
+    """dx = gamma / sqrt(var + eps) (g - mean(g) - xhat mean(g xhat)), means over the batch
+    (all ranks); dgamma = sum g xhat, dbeta = sum g; g = dy, or dy [y > 0] after the ReLU.
+    Evaluation: mu and var are constants, dx = gamma g / sqrt(var + eps)."""
+    xp = backend.xp_of(dy)
+    C, M = cache.x.shape[1], cache.count
+    g = dy * (cache.y > 0) if cache.relu else dy
+    inv_std = 1.0 / xp.sqrt(cache.var + cache.eps)
+    xhat = (cache.x - column(cache.mean)) * column(inv_std)
+    dbeta = g.sum(axis=(0, 2, 3))
+    dgamma = (g * xhat).sum(axis=(0, 2, 3))
+    if not cache.training:
+        return g * column(cache.gamma * inv_std), dgamma, dbeta
+    sum_g, sum_g_xhat = dbeta, dgamma
+    if cache.reduce is not None:                       # the sums in dx are over all ranks
+        both = cache.reduce(xp.concatenate((dbeta, dgamma)))
+        sum_g, sum_g_xhat = both[:C], both[C:]
+    dx = column(cache.gamma * inv_std) * (g - column(sum_g / M) - xhat * column(sum_g_xhat / M))
+    return dx, dgamma, dbeta
+
+
+# -- the public pair --------------------------------------------------------------------------
 def _check_channels(x, **vectors):
     for name, a in vectors.items():
         check_array(f"batchnorm {name}", a, ndim=1)
@@ -71,137 +121,33 @@ def _check_channels(x, **vectors):
                              f"{x.shape[1]} channels")
 
 
-def _column(v):
-    """(C,) -> (1, C, 1, 1), a view that broadcasts against the NCHW batch."""
-    return v.reshape(1, -1, 1, 1)
+def batchnorm_method(xp, method="auto") -> str:
+    """The path ``batchnorm2d_forward`` takes on array module ``xp``: ``method`` itself, or for
+    "auto" "in_place" on NumPy and "fused" elsewhere."""
+    check_choice("batchnorm method", method, BATCHNORM_METHODS)
+    if method == "auto":
+        return "in_place" if xp is backend.numpy else "fused"
+    if method == "in_place" and xp is not backend.numpy:
+        raise ValueError("batchnorm method 'in_place' works on NumPy arrays only; use 'fused' "
+                         "or 'auto' on the GPU")
+    return method
 
 
-# -- the math as CuPy runs it, each function one fused kernel (NumPy: see _backward_in_place) --
-def _mean_inv_std(xp, total, squares, count, eps):
-    """mu and 1 / sqrt(var + eps) from the sums."""
-    return total / count, 1.0 / xp.sqrt(squares / count + eps)
-
-
-def _bn(xp, x, total, squares, count, eps, gamma, beta):
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
-    return (x - mu) * (gamma * inv_std) + beta
-
-
-@backend.fuse
-def _normalize(xp, x, total, squares, count, eps, gamma, beta):
-    """y = (x - mu) gamma / sqrt(var + eps) + beta."""
-    return _bn(xp, x, total, squares, count, eps, gamma, beta)
-
-
-@backend.fuse
-def _normalize_relu(xp, x, total, squares, count, eps, gamma, beta):
-    """y = max((x - mu) gamma / sqrt(var + eps) + beta, 0)."""
-    return xp.maximum(_bn(xp, x, total, squares, count, eps, gamma, beta), 0)
-
-
-def _input_grad_of(xp, g, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
-    """dx = gamma inv_std (g - sum(g) / M - xhat sum(g xhat) / M), xhat = (x - mu) inv_std."""
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
-    return ((g - sum_g / count - (x - mu) * (inv_std * sum_g_xhat / count))
-            * (gamma * inv_std))
-
-
-@backend.fuse
-def _input_grad(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
-    return _input_grad_of(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat)
-
-
-@backend.fuse
-def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
-    """As :func:`_input_grad` for g = dy [y > 0], the gradient through the ReLU."""
-    return _input_grad_of(xp, dy * (y > 0), x, total, squares, count, eps, gamma, sum_g,
-                          sum_g_xhat)
-
-
-@backend.fuse
-def _sum_centred_squares(xp, x, total, count):
-    """sum (x - mu)^2 with mu = total / count: the two-pass variance's second pass (float32 keeps
-    its digits, unlike sum(x^2) - M mu^2)."""
-    return xp.sum((x - total / count) * (x - total / count), axis=(0, 2, 3))
-
-
-@backend.fuse
-def _eval_input_grad(xp, g, squares, count, eps, gamma):
-    """dx = g gamma / sqrt(var + eps): in evaluation mode mu and var are constants."""
-    return g * (gamma / xp.sqrt(squares / count + eps))
-
-
-@backend.fuse
-def _sum_g_xhat(xp, dy, x, total, squares, count, eps):
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
-    return xp.sum(dy * ((x - mu) * inv_std), axis=(0, 2, 3))
-
-
-@backend.fuse
-def _sum_g_relu(xp, dy, y):
-    return xp.sum(dy * (y > 0), axis=(0, 2, 3))
-
-
-@backend.fuse
-def _sum_g_xhat_relu(xp, dy, y, x, total, squares, count, eps):
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
-    return xp.sum(dy * (y > 0) * ((x - mu) * inv_std), axis=(0, 2, 3))
-
-
-@backend.fuse
-def _running(xp, running_mean, running_var, total, squares, count, count_less_one, keep,
-             momentum):
-    """keep running + momentum batch (keep = 1 - momentum), the batch variance made unbiased.
-    (No arithmetic between two scalars inside a fused function: cupy.fuse would make its result
-    a float64 that turns the float32 arrays it meets into float64.)"""
-    return (keep * running_mean + momentum * (total / count),
-            keep * running_var + momentum * (squares / count_less_one))
-
-
-# -- NumPy: the same formulas in place on one centred array (a pass over memory and a fresh array
-# cost there what a kernel launch costs on the GPU) ------------------------------------------
-def _centred_squares(x, total, count):
-    """(sum (x - mean)^2 per channel, x - mean) on NumPy, where the forward normalises the centred
-    array in place; (the sum, None) on CuPy, one fused reduction that keeps nothing."""
-    if backend.xp_of(x) is backend.numpy:
-        centred = x - _column(total / count)
-        return channel_dot(centred, centred), centred
-    return _sum_centred_squares(x, _column(total), count), None
-
-
-def _normalize_in_place(centred, squares, count, eps, gamma, beta, relu):
-    """y = (x - mu) gamma inv_std + beta (then max(y, 0)), written into ``centred``."""
-    np = backend.numpy
-    y = centred
-    y *= _column(gamma / np.sqrt(squares / count + eps))
-    y += _column(beta)
-    return np.maximum(y, 0, out=y) if relu else y
-
-
-def _backward_in_place(dy, cache):
-    """:func:`batchnorm2d_backward` on NumPy: g = dy [y > 0], x - mu made once, dx written into
-    it: the passes of the formula and two new arrays (g, x - mu)."""
-    np = backend.numpy
-    x, C, M = cache.x, cache.x.shape[1], cache.count
-    mu, inv_std = _mean_inv_std(np, cache.total, cache.squares, M, cache.eps)
-    g = relu_grad(dy, cache.y) if cache.relu else dy
-    dx = x - _column(mu)
-    dbeta, dgamma = channel_sum(g), channel_dot(g, dx) * inv_std
-    if not cache.training:
-        return np.multiply(g, _column(cache.gamma * inv_std), out=dx), dgamma, dbeta
-    sum_g, sum_g_xhat = dbeta, dgamma
-    if cache.reduce is not None:
-        total = cache.reduce(np.concatenate((dbeta, dgamma)))
-        sum_g, sum_g_xhat = total[:C], total[C:]
-    dx *= _column(-inv_std * sum_g_xhat / M)          # - xhat sum(g xhat) / M, over inv_std
-    dx += g
-    dx -= _column(sum_g / M)
-    dx *= _column(cache.gamma * inv_std)
-    return dx, dgamma, dbeta
+def _forward_fast(method, x, gamma, beta, running_mean, running_var, training, eps, reduce,
+                  relu):
+    in_place = method == "in_place"
+    total, squares, M, centred = fast.statistics(x, training, running_mean, running_var,
+                                                 reduce, in_place)
+    if in_place:
+        y = fast.forward_in_place(centred, squares, M, eps, gamma, beta, relu)
+    else:
+        y = fast.forward_fused(x, gamma, beta, total, squares, M, eps, relu)
+    return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, bool(relu),
+                             reduce if training else None, method)
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
-                        eps=1e-5, reduce=None, relu=False):
+                        eps=1e-5, reduce=None, relu=False, *, method="auto"):
     """y = gamma (x - mu) / sqrt(var + eps) + beta, or max of that and 0 with ``relu=True``.
 
     x: (N, C, H, W); gamma, beta: (C,). training=True uses the batch statistics (the running
@@ -210,6 +156,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     overwrite ``v``); every rank calls it the same number of times in the same order. In training
     mode mu and var are then the global batch's: one reduction of (sum x, count) and one of
     sum (x - mu)^2 (two passes, so float32 keeps its digits). Unused in evaluation mode.
+    method: "auto" | "textbook" | "in_place" | "fused" (module docstring).
     Returns (y, cache); the inputs are not modified (the cache refers to x and y: write into
     neither before the backward).
     """
@@ -223,33 +170,20 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     if not eps > 0:
         raise ValueError(f"batchnorm: eps must be > 0, got {eps}")
     xp = backend.xp_of(x)
+    method = batchnorm_method(xp, method)
     N, C, H, W = x.shape
-    M = N * H * W
-    if training and reduce is not None:
-        total = reduce(xp.concatenate((channel_sum(x), xp.full(1, M, dtype=x.dtype))))
-        M = total[C]      # values per channel over all ranks, kept on the device (no sync)
-        if xp is backend.numpy and M < 2:              # free to check on the host only
-            raise ValueError(f"synchronized batchnorm needs more than one value per channel over "
-                             f"all ranks, got {int(M)}")
-        total = total[:C]
-        squares, centred = _centred_squares(x, total, M)
-        squares = reduce(squares)
-    elif training:
-        if M < 2:
-            raise ValueError(f"batchnorm in training mode needs more than one value per channel, "
-                             f"got input shape {tuple(x.shape)}")
-        total = channel_sum(x)
-        squares, centred = _centred_squares(x, total, M)
+    if training and reduce is None and N * H * W < 2:
+        raise ValueError(f"batchnorm in training mode needs more than one value per channel, "
+                         f"got input shape {tuple(x.shape)}")
+    args = (x, gamma, beta, running_mean, running_var, training, eps, reduce, bool(relu))
+    if method == "textbook":
+        y, cache = _forward_textbook(*args)
     else:
-        total, squares, M = running_mean.astype(x.dtype), running_var.astype(x.dtype), 1
-        centred = x - _column(total) if xp is backend.numpy else None
-    if xp is backend.numpy:
-        y = _normalize_in_place(centred, squares, M, eps, gamma, beta, relu)
-    else:
-        y = (_normalize_relu if relu else _normalize)(
-            x, _column(total), _column(squares), M, eps, _column(gamma), _column(beta))
-    return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, bool(relu),
-                             reduce if training else None)
+        y, cache = _forward_fast(method, *args)
+    if training and reduce is not None and xp is backend.numpy and cache.count < 2:
+        raise ValueError(f"synchronized batchnorm needs more than one value per channel over "
+                         f"all ranks, got {int(cache.count)}")   # free to check on the host only
+    return y, cache
 
 
 def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
@@ -259,27 +193,14 @@ def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
     check_number("batchnorm momentum", momentum, 0.0, 1.0)
     if not cache.training:
         return running_mean, running_var
-    new_mean, new_var = _running(running_mean, running_var, cache.total, cache.squares,
-                                 cache.count, cache.count - 1, 1.0 - momentum, momentum)
+    new_mean, new_var = fast.running(running_mean, running_var, cache.total, cache.squares,
+                                     cache.count, cache.count - 1, 1.0 - momentum, momentum)
     return (new_mean.astype(running_mean.dtype, copy=False),
             new_var.astype(running_var.dtype, copy=False))
 
 
-def _gradient_sums(dy, cache):
-    """CuPy: (sum g, sum g xhat) over this rank's batch, g = dy or, after a ReLU, dy [y > 0];
-    and g itself, or None where the kernels mask dy themselves (training with a ReLU)."""
-    x, y, (total, squares, M, eps) = cache.x, cache.y, cache[3:7]
-    stats = (_column(total), _column(squares), M, eps)
-    if not cache.training:
-        g = relu_grad(dy, y) if cache.relu else dy
-        return channel_sum(g), _sum_g_xhat(g, x, *stats), g
-    if cache.relu:
-        return _sum_g_relu(dy, y), _sum_g_xhat_relu(dy, y, x, *stats), None
-    return channel_sum(dy), _sum_g_xhat(dy, x, *stats), dy
-
-
 def batchnorm2d_backward(dy, cache):
-    """Returns (dx, dgamma, dbeta).
+    """Returns (dx, dgamma, dbeta), by the path the forward took (``cache.method``).
 
     Training: dx = gamma inv_std / M * (M g - sum(g) - xhat sum(g xhat)) with
     xhat = (x - mu) inv_std and g = dy (or dy [y > 0] after the ReLU): two reductions, which are
@@ -289,21 +210,8 @@ def batchnorm2d_backward(dy, cache):
     reduction of both), M is the global count; dgamma and dbeta are this rank's share, which
     the data-parallel all-reduce of the parameter gradients adds up like every other one.
     """
-    if backend.xp_of(dy) is backend.numpy:
-        return _backward_in_place(dy, cache)
-    x, C = cache.x, cache.x.shape[1]
-    dbeta, dgamma, g = _gradient_sums(dy, cache)
-    stats = (_column(cache.total), _column(cache.squares), cache.count, cache.eps)
-    gamma = _column(cache.gamma)
-    if not cache.training:
-        return _eval_input_grad(g, *stats[1:], gamma), dgamma, dbeta
-    sum_g, sum_g_xhat = dbeta, dgamma
-    if cache.reduce is not None:
-        total = cache.reduce(backend.xp_of(dy).concatenate((dbeta, dgamma)))
-        sum_g, sum_g_xhat = total[:C], total[C:]
-    sums = (_column(sum_g), _column(sum_g_xhat))
-    if g is not None:
-        dx = _input_grad(g, x, *stats, gamma, *sums)
-    else:
-        dx = _input_grad_relu(dy, cache.y, x, *stats, gamma, *sums)
-    return dx, dgamma, dbeta
+    if cache.method == "textbook":
+        return _backward_textbook(dy, cache)
+    if cache.method == "in_place":
+        return fast.backward_in_place(dy, cache)
+    return fast.backward_fused(dy, cache)

@@ -1,0 +1,202 @@
+"""Batch norm's fast paths: the formulas of :mod:`minirattn.functional.batchnorm`'s textbook pair,
+arranged for speed. Read the textbook pair first; this module gives the same numbers.
+
+Derivation: docs/math/batchnorm.md
+
+- ``"fused"`` (the GPU path): each step is one kernel (``backend.fuse``): forward, sum x, sum
+  (x - mu)^2 and the normalisation (+ ReLU); backward, sum dy, sum dy xhat and dx. Nothing per
+  channel gets a kernel of its own: mu = total / count and 1 / sqrt(var + eps) are recomputed
+  inside each kernel from the sums the cache keeps (docs/architecture.md, "One kernel per step on
+  the GPU"). On NumPy ``backend.fuse`` is the plain function, so this path runs there too (the
+  tests compare it with the textbook pair on NumPy and on the CuPy stand-in).
+- ``"in_place"`` (NumPy only): where what costs is passes over memory and fresh arrays, the same
+  formulas run in place on one centred array.
+
+Both take the arguments :func:`~minirattn.functional.batchnorm.batchnorm2d_forward` has checked
+and return what the textbook pair returns; the tests hold them to it at 1e-12 in float64.
+"""
+from __future__ import annotations
+
+from .. import backend
+from ._reduce import channel_dot, channel_sum
+from .activations import relu_grad
+
+
+def column(v):
+    """(C,) -> (1, C, 1, 1), a view that broadcasts against the NCHW batch."""
+    return v.reshape(1, -1, 1, 1)
+
+
+# -- the math as CuPy runs it, each function one fused kernel ---------------------------------
+def _mean_inv_std(xp, total, squares, count, eps):
+    """mu and 1 / sqrt(var + eps) from the sums."""
+    return total / count, 1.0 / xp.sqrt(squares / count + eps)
+
+
+def _bn(xp, x, total, squares, count, eps, gamma, beta):
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return (x - mu) * (gamma * inv_std) + beta
+
+
+@backend.fuse
+def _normalize(xp, x, total, squares, count, eps, gamma, beta):
+    """y = (x - mu) gamma / sqrt(var + eps) + beta."""
+    return _bn(xp, x, total, squares, count, eps, gamma, beta)
+
+
+@backend.fuse
+def _normalize_relu(xp, x, total, squares, count, eps, gamma, beta):
+    """y = max((x - mu) gamma / sqrt(var + eps) + beta, 0)."""
+    return xp.maximum(_bn(xp, x, total, squares, count, eps, gamma, beta), 0)
+
+
+def _input_grad_of(xp, g, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
+    """dx = gamma inv_std (g - sum(g) / M - xhat sum(g xhat) / M), xhat = (x - mu) inv_std."""
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return ((g - sum_g / count - (x - mu) * (inv_std * sum_g_xhat / count))
+            * (gamma * inv_std))
+
+
+@backend.fuse
+def _input_grad(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
+    return _input_grad_of(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat)
+
+
+@backend.fuse
+def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
+    """As :func:`_input_grad` for g = dy [y > 0], the gradient through the ReLU."""
+    return _input_grad_of(xp, dy * (y > 0), x, total, squares, count, eps, gamma, sum_g,
+                          sum_g_xhat)
+
+
+@backend.fuse
+def _sum_centred_squares(xp, x, total, count):
+    """sum (x - mu)^2 with mu = total / count: the two-pass variance's second pass (float32 keeps
+    its digits, unlike sum(x^2) - M mu^2)."""
+    return xp.sum((x - total / count) * (x - total / count), axis=(0, 2, 3))
+
+
+@backend.fuse
+def _eval_input_grad(xp, g, squares, count, eps, gamma):
+    """dx = g gamma / sqrt(var + eps): in evaluation mode mu and var are constants."""
+    return g * (gamma / xp.sqrt(squares / count + eps))
+
+
+@backend.fuse
+def _sum_g_xhat(xp, dy, x, total, squares, count, eps):
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return xp.sum(dy * ((x - mu) * inv_std), axis=(0, 2, 3))
+
+
+@backend.fuse
+def _sum_g_relu(xp, dy, y):
+    return xp.sum(dy * (y > 0), axis=(0, 2, 3))
+
+
+@backend.fuse
+def _sum_g_xhat_relu(xp, dy, y, x, total, squares, count, eps):
+    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    return xp.sum(dy * (y > 0) * ((x - mu) * inv_std), axis=(0, 2, 3))
+
+
+@backend.fuse
+def running(xp, running_mean, running_var, total, squares, count, count_less_one, keep,
+            momentum):
+    """keep running + momentum batch (keep = 1 - momentum), the batch variance made unbiased.
+    (No arithmetic between two scalars inside a fused function: cupy.fuse gives its result a
+    type of its own, which can turn the float32 arrays it meets into another type.)"""
+    return (keep * running_mean + momentum * (total / count),
+            keep * running_var + momentum * (squares / count_less_one))
+
+
+def statistics(x, training, running_mean, running_var, reduce, centred_on_numpy):
+    """(total, squares, count) as the cache keeps them, and x - mean where the in-place path
+    made it (else None). Training: sum x, sum (x - mean)^2 and N H W, each over all ranks with
+    ``reduce`` (count then a 0-d array on the device: no sync); evaluation: the running mean and
+    variance and a count of 1."""
+    xp = backend.xp_of(x)
+    N, C, H, W = x.shape
+    if not training:
+        total, squares = running_mean.astype(x.dtype), running_var.astype(x.dtype)
+        return total, squares, 1, (x - column(total) if centred_on_numpy else None)
+    total, M = channel_sum(x), N * H * W
+    if reduce is not None:
+        both = reduce(xp.concatenate((total, xp.full(1, M, dtype=x.dtype))))
+        total, M = both[:C], both[C]
+    if centred_on_numpy:
+        centred = x - column(total / M)
+        squares = channel_dot(centred, centred)
+    else:
+        squares, centred = _sum_centred_squares(x, column(total), M), None
+    return total, (reduce(squares) if reduce is not None else squares), M, centred
+
+
+def forward_fused(x, gamma, beta, total, squares, count, eps, relu):
+    """y from the statistics, one kernel."""
+    return (_normalize_relu if relu else _normalize)(
+        x, column(total), column(squares), count, eps, column(gamma), column(beta))
+
+
+def forward_in_place(centred, squares, count, eps, gamma, beta, relu):
+    """y = (x - mu) gamma inv_std + beta (then max(y, 0)), written into ``centred``."""
+    np = backend.numpy
+    y = centred
+    y *= column(gamma / np.sqrt(squares / count + eps))
+    y += column(beta)
+    return np.maximum(y, 0, out=y) if relu else y
+
+
+def _all_ranks(cache, dbeta, dgamma):
+    """(sum g, sum g xhat) over every rank: this rank's with no reduction, else one reduction of
+    both."""
+    if cache.reduce is None:
+        return dbeta, dgamma
+    C = dbeta.shape[0]
+    total = cache.reduce(backend.xp_of(dbeta).concatenate((dbeta, dgamma)))
+    return total[:C], total[C:]
+
+
+def backward_in_place(dy, cache):
+    """The backward on NumPy: g = dy [y > 0], x - mu made once, dx written into it: the passes
+    of the formula and two new arrays (g, x - mu)."""
+    np = backend.numpy
+    x, M = cache.x, cache.count
+    mu, inv_std = _mean_inv_std(np, cache.total, cache.squares, M, cache.eps)
+    g = relu_grad(dy, cache.y) if cache.relu else dy
+    dx = x - column(mu)
+    dbeta, dgamma = channel_sum(g), channel_dot(g, dx) * inv_std
+    if not cache.training:
+        return np.multiply(g, column(cache.gamma * inv_std), out=dx), dgamma, dbeta
+    sum_g, sum_g_xhat = _all_ranks(cache, dbeta, dgamma)
+    dx *= column(-inv_std * sum_g_xhat / M)          # - xhat sum(g xhat) / M, over inv_std
+    dx += g
+    dx -= column(sum_g / M)
+    dx *= column(cache.gamma * inv_std)
+    return dx, dgamma, dbeta
+
+
+def _gradient_sums(dy, cache):
+    """(sum g, sum g xhat) over this rank's batch, g = dy or, after a ReLU, dy [y > 0]; and g
+    itself, or None where the kernels mask dy themselves (training with a ReLU)."""
+    x, y, (total, squares, M, eps) = cache.x, cache.y, cache[3:7]
+    stats = (column(total), column(squares), M, eps)
+    if not cache.training:
+        g = relu_grad(dy, y) if cache.relu else dy
+        return channel_sum(g), _sum_g_xhat(g, x, *stats), g
+    if cache.relu:
+        return _sum_g_relu(dy, y), _sum_g_xhat_relu(dy, y, x, *stats), None
+    return channel_sum(dy), _sum_g_xhat(dy, x, *stats), dy
+
+
+def backward_fused(dy, cache):
+    """The backward as three kernels: two fused reductions (which are dbeta and dgamma) and dx."""
+    x = cache.x
+    dbeta, dgamma, g = _gradient_sums(dy, cache)
+    stats = (column(cache.total), column(cache.squares), cache.count, cache.eps)
+    gamma = column(cache.gamma)
+    if not cache.training:
+        return _eval_input_grad(g, *stats[1:], gamma), dgamma, dbeta
+    sums = tuple(column(s) for s in _all_ranks(cache, dbeta, dgamma))
+    if g is not None:
+        return _input_grad(g, x, *stats, gamma, *sums), dgamma, dbeta
+    return _input_grad_relu(dy, cache.y, x, *stats, gamma, *sums), dgamma, dbeta
