@@ -49,6 +49,7 @@ def _blas():
 
 
 def run(path, timeout):
+    commit = _commit()                  # the code the run starts with
     nb = jupytext.read(path)
     env = {k: v for k, v in os.environ.items() if k != "MINIRATTN_FAST"}
     env["MPLBACKEND"] = "Agg"
@@ -66,7 +67,7 @@ def run(path, timeout):
     seconds = time.perf_counter() - start
     import numpy
     note = (f"*The outputs on this page come from a full run of `{path.name}` (not its fast "
-            f"mode), stored with the site: commit {_commit()}, "
+            f"mode), stored with the site: commit {commit}, "
             f"{datetime.date.today().isoformat()}, {seconds / 60:.1f} minutes on "
             f"{os.cpu_count()} cores; Python {platform.python_version()}, NumPy "
             f"{numpy.__version__}, BLAS {_blas()}. The figures of a run depend on the BLAS "
@@ -74,7 +75,7 @@ def run(path, timeout):
             f"`python docs/execute_tutorials.py {path.name[:2]}` stores it again.*")
     cell = nbformat.v4.new_markdown_cell(note, metadata={"tags": [NOTE_TAG]})
     nb.cells.insert(1, cell)            # under the title (the page title is the first heading)
-    nb.metadata["minirattn"] = {"commit": _commit(), "seconds": round(seconds, 1)}
+    nb.metadata["minirattn"] = {"commit": commit, "seconds": round(seconds, 1)}
     out = path.with_suffix(".ipynb")
     tmp = out.with_suffix(".ipynb.tmp")
     nbformat.write(nb, tmp)
