@@ -7,9 +7,17 @@
 #
 # $$\frac{\partial L}{\partial x} = \frac{\gamma}{M\sqrt{\sigma^2+\epsilon}}\Big(M\delta - \sum\delta - \hat x \sum \delta\hat x\Big).$$
 #
+# The code to read is the textbook pair, `_forward_textbook` and `_backward_textbook` in
+# `minirattn/functional/batchnorm.py`: these formulas one array operation a line, printed below.
+# `batchnorm2d_forward(..., method="auto")` runs a faster arrangement of the same formulas (in place
+# on NumPy, one fused kernel per step on the GPU, `batchnorm_fast.py`); the last section shows that
+# every path gives the textbook pair's numbers.
+#
 # Run with `python tutorials/03_batch_normalisation.py`.
 
 # %%
+import inspect
+
 import numpy as np
 
 import minirattn as mr
@@ -35,6 +43,18 @@ assert np.allclose(xhat.mean(axis=(0, 2, 3)), 0) and np.allclose(xhat.var(axis=(
 M = 8 * 4 * 4
 assert np.allclose(new_var, 0.9 * rv + 0.1 * x.var(axis=(0, 2, 3)) * M / (M - 1))
 print("per-channel batch std", x.std(axis=(0, 2, 3)).round(2), "-> normalised to 1")
+
+# %% [markdown]
+# ## The textbook pair
+# Forward and backward, side by side, as the library writes them (`column(v)` reshapes a per-channel
+# vector `(C,)` to `(1, C, 1, 1)` so that it broadcasts against the batch; `reduce` is the sum over
+# data-parallel ranks of tutorial 11, `None` in one process):
+
+# %%
+from minirattn.functional import batchnorm
+
+print(inspect.getsource(batchnorm._forward_textbook))
+print(inspect.getsource(batchnorm._backward_textbook))
 
 # %% [markdown]
 # ## The compact backward, written out here, equals the library's and finite differences
@@ -77,3 +97,21 @@ separate = F.batchnorm2d_backward(F.relu_backward(dy, cache_relu), cache_bn)
 for a, b in zip(F.batchnorm2d_backward(dy, cache_fused), separate):
     assert np.allclose(a, b, rtol=1e-12, atol=1e-12)
 print("BN then ReLU, and BN with relu=True: the same output and gradients")
+
+# %% [markdown]
+# ## Every path gives the textbook pair's numbers
+# `method` chooses how the numbers are computed: `"textbook"` (above), `"in_place"` (NumPy: the
+# same formulas on one centred array, fewer passes over memory), `"fused"` (one kernel per step on
+# the GPU; on NumPy the plain functions), `"auto"` (in place on NumPy, fused on CuPy). The backward
+# takes its forward's path.
+
+# %%
+for training in (True, False):
+    reference = None
+    for method in F.BATCHNORM_METHODS:
+        y, c = F.batchnorm2d_forward(x, gamma, beta, new_mean, new_var, training=training,
+                                     relu=True, method=method)
+        out = (y, *F.batchnorm2d_backward(dy, c))
+        reference = reference or out
+        assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(out, reference))
+print("textbook, in_place, fused and auto: the same outputs and gradients, training and evaluation")
