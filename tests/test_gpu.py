@@ -16,6 +16,8 @@ CASES = {
     "conv3x3s2": (lambda x: F.conv2d_forward(x, x[:4, :3, :3, :3].copy(), None, 2, 1), F.conv2d_backward),
     "conv1x1s2": (lambda x: F.conv2d_forward(x, x[:4, :3, :1, :1].copy(), None, 2, 0), F.conv2d_backward),
     "maxpool": (lambda x: F.maxpool2d_forward(x, 3, 2, 1), F.maxpool2d_backward),
+    "maxpool_textbook": (lambda x: F.maxpool2d_forward(x, 3, 2, 1, method="textbook"),
+                         F.maxpool2d_backward),
     "bilinear": (lambda x: F.bilinear_forward(x, (13, 16)), F.bilinear_backward),
     "f1": (F.f1_mixed_forward, F.f1_mixed_backward),
     "f2": (F.f2_channel_forward, F.f2_channel_backward),

@@ -39,6 +39,25 @@ def test_backward_matches_finite_differences(backward, case):
     gradcheck(lambda x: F.maxpool2d_forward(x, k, s, p), [noncontiguous(x)], backward)
 
 
+@given(case=pool_case())
+def test_the_textbook_pair_is_the_oracle_and_passes_finite_differences(case):
+    """method="textbook" (stacked windows, argmax) against the loop oracle with ties everywhere,
+    equal to the separable path the networks run, and proven by finite differences."""
+    shape, k, s, p, seed = case
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 3, shape).astype(np.float64)
+    y, c = F.maxpool2d_forward(x, k, s, p, method="textbook")
+    dy = rng.integers(1, 1000, y.shape).astype(np.float64)
+    np.testing.assert_array_equal(y, maxpool_naive(x, k, s, p))
+    np.testing.assert_array_equal(F.maxpool2d_backward(dy, c), maxpool_backward_naive(x, dy, k, s, p))
+    y_auto, c_auto = F.maxpool2d_forward(x, k, s, p)
+    np.testing.assert_array_equal(y_auto, y)
+    np.testing.assert_array_equal(F.maxpool2d_backward(dy, c_auto), F.maxpool2d_backward(dy, c))
+    x = shuffled_linspace(rng, shape)                               # distinct values: no ties
+    gradcheck(lambda x: F.maxpool2d_forward(x, k, s, p, method="textbook"), [noncontiguous(x)],
+              F.maxpool2d_backward)
+
+
 def test_the_networks_pool_3_2_1_halves_the_size():
     y, _ = F.maxpool2d_forward(np.zeros((1, 1, 32, 32)), 3, 2, 1)
     assert y.shape == (1, 1, 16, 16)
@@ -120,5 +139,7 @@ def test_bad_input():
         F.maxpool2d_forward(np.zeros((1, 1, 8, 8)), 3, 2, 2)
     with pytest.raises(ValueError, match=">= 1"):
         F.maxpool2d_forward(np.zeros((1, 1, 8, 8)), 3, 0, 1)
+    with pytest.raises(ValueError, match="maxpool method"):
+        F.maxpool2d_forward(np.zeros((1, 1, 8, 8)), 3, 2, 1, method="naive")
     with pytest.raises(TypeError, match="floating-point"):
         F.global_avgpool_forward(np.zeros((1, 1, 2, 2), dtype=np.int32))

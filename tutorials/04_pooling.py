@@ -43,6 +43,25 @@ y, _ = F.maxpool2d_forward(np.full((1, 1, 4, 4), -1e30), 3, 2, 1)
 assert (y == -1e30).all()
 
 # %% [markdown]
+# ## The textbook pair, and the path the networks take
+# `method="textbook"` computes the definition: the $k^2$ strided views of the padded input (one
+# per window offset), stacked; their max, and the index of the first view that reaches it
+# (`argmax` returns the first, so ties go to the first maximum in row-major order). The backward
+# adds $\delta$ back through the view that won. `method="auto"` runs the separable passes (the max
+# along each row, then along each column: $2k$ views instead of $k^2$) and gives the same numbers.
+
+# %%
+x = rng.integers(0, 3, (2, 3, 9, 9)).astype(float)               # small integers: ties everywhere
+y_t, cache_t = F.maxpool2d_forward(x, 3, 2, 1, method="textbook")
+y_a, cache_a = F.maxpool2d_forward(x, 3, 2, 1)
+dy = rng.standard_normal(y_t.shape)
+assert np.array_equal(y_t, y_a)
+# (where windows overlap an input collects several dy, added in another order: equal to round-off)
+assert np.allclose(F.maxpool2d_backward(dy, cache_t), F.maxpool2d_backward(dy, cache_a),
+                   rtol=1e-12, atol=1e-15)
+print("textbook and separable max pool: the same output and the same gradient, ties included")
+
+# %% [markdown]
 # ## Global average pooling spreads the gradient evenly
 # $y_{nc} = \frac{1}{HW}\sum_{ij} x_{ncij}$, so $\partial L/\partial x_{ncij} = \delta_{nc}/(HW)$.
 

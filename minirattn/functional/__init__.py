@@ -23,6 +23,7 @@ from .loss import softmax_cross_entropy, log_softmax
 from .pool import (
     maxpool2d_forward,
     maxpool2d_backward,
+    POOL_METHODS,
     global_avgpool_forward,
     global_avgpool_backward,
 )
