@@ -56,8 +56,10 @@ assert (again == noisy).all()                             # the same seed, the s
 # stay clean. (A CIFAR-10 run: `minirattn train --dataset cifar10 --label-noise 0.3`.)
 
 # %%
+# twice tutorial 09's 800 iterations: on wrong labels 800 are too few for a stable result (63% or
+# 73% clean test accuracy, as the BLAS kernel's rounding falls)
 run = dict(iterations=60, n_train=1000, n_test=200, eval_every=30) if FAST else \
-    dict(iterations=800, n_train=10000, n_test=2000, eval_every=200)
+    dict(iterations=1600, n_train=10000, n_test=2000, eval_every=400)
 result = train_cifar(arch="attention56_small", dataset="shapes", batch_size=32, lr=0.1, seed=0,
                      label_noise=noise, checkpoint_dir=tempfile.mkdtemp(prefix="minirattn-tutorial10-"),
                      progress=False, echo=lambda *a: None, **run)
