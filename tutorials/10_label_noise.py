@@ -52,8 +52,8 @@ assert (again == noisy).all()                             # the same seed, the s
 # learning is robust because the mask filters the gradient (Eq. 2): $\partial L/\partial T =
 # \partial L/\partial H \odot (1 + M)$, so where the mask is small the trunk hears the (possibly wrong)
 # label at half volume. We run the embedded-data version of that experiment: the demo network and
-# recipe (tutorial 09), with 30% of the training labels replaced by a wrong class. The test labels
-# stay clean. (A CIFAR-10 run: `minirattn train --dataset cifar10 --label-noise 0.3`.)
+# recipe (tutorial 09) for twice as many iterations, with 30% of the training labels replaced by a
+# wrong class. The test labels stay clean. (A CIFAR-10 run: `minirattn train --dataset cifar10 --label-noise 0.3`.)
 
 # %%
 # twice tutorial 09's 800 iterations: on wrong labels 800 are too few for a stable result (63% or
