@@ -44,8 +44,8 @@ def _blas():
                 if i.get("user_api") == "blas"]
     except ImportError:
         blas = ["unknown (threadpoolctl not installed)"]
-    env = [f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")]
-    return ", ".join(blas) + "; " + (", ".join(env) if env else "no OPENBLAS_* variables set")
+    env = [f"`{k}={v}`" for k, v in sorted(os.environ.items()) if k.startswith("OPENBLAS_")]
+    return ", ".join(blas) + "; " + (", ".join(env) if env else "no `OPENBLAS_*` variables set")
 
 
 def run(path, timeout):
@@ -66,13 +66,13 @@ def run(path, timeout):
             os.environ.update(old)
     seconds = time.perf_counter() - start
     import numpy
-    note = (f"*The outputs on this page come from a full run of `{path.name}` (not its fast "
-            f"mode), stored with the site: commit {commit}, "
+    note = (f"> **Stored run.** The outputs on this page come from a full run of "
+            f"`{path.name}` (not its fast mode), stored with the site: commit {commit}, "
             f"{datetime.date.today().isoformat()}, {seconds / 60:.1f} minutes on "
             f"{os.cpu_count()} cores; Python {platform.python_version()}, NumPy "
             f"{numpy.__version__}, BLAS {_blas()}. The figures of a run depend on the BLAS "
             f"kernel's summation order; `python tutorials/{path.name}` runs it again, and "
-            f"`python docs/execute_tutorials.py {path.name[:2]}` stores it again.*")
+            f"`python docs/execute_tutorials.py {path.name[:2]}` stores it again.")
     cell = nbformat.v4.new_markdown_cell(note, metadata={"tags": [NOTE_TAG]})
     nb.cells.insert(1, cell)            # under the title (the page title is the first heading)
     nb.metadata["minirattn"] = {"commit": commit, "seconds": round(seconds, 1)}
