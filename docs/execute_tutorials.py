@@ -30,8 +30,9 @@ NOTE_TAG = "stored-run"
 def _commit():
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True).stdout.strip() or "unknown"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!tutorials/*.ipynb"],     # the stored runs are what this writes
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return sha + (" with uncommitted changes" if dirty else "")
 
 
@@ -48,8 +49,7 @@ def _blas():
     return ", ".join(blas) + "; " + (", ".join(env) if env else "no `OPENBLAS_*` variables set")
 
 
-def run(path, timeout):
-    commit = _commit()                  # the code the run starts with
+def run(path, timeout, commit):
     nb = jupytext.read(path)
     env = {k: v for k, v in os.environ.items() if k != "MINIRATTN_FAST"}
     env["MPLBACKEND"] = "Agg"
@@ -88,11 +88,12 @@ def main():
     ap.add_argument("numbers", nargs="+", help="tutorial numbers, e.g. 09 10")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
     args = ap.parse_args()
+    commit = _commit()                  # the code the runs start with
     for n in args.numbers:
         matches = sorted((ROOT / "tutorials").glob(f"{int(n):02d}_*.py"))
         if not matches:
             sys.exit(f"no tutorial numbered {n} in tutorials/")
-        run(matches[0], args.timeout)
+        run(matches[0], args.timeout, commit)
 
 
 if __name__ == "__main__":
