@@ -1,4 +1,4 @@
-"""The array backend: the only module in minirattn that imports numpy or cupy.
+"""The array backend: the only module in minirattn that imports numpy, cupy or scipy.
 
 Everything else asks for its array module with :func:`xp_of` (from the arrays it
 was given) or :func:`get` (by name), so the same code runs on NumPy and CuPy and a
@@ -196,3 +196,10 @@ def default_rng(seed=None):
     if isinstance(seed, np.random.Generator):
         return seed
     return np.random.default_rng(seed)
+
+
+def student_t_ppf(q: float, df: int) -> float:
+    """The q-quantile of Student's t with ``df`` degrees of freedom (SciPy, imported here only:
+    the statistics of ``minirattn.experiments`` need it)."""
+    from scipy import stats
+    return float(stats.t.ppf(q, df))

@@ -28,6 +28,15 @@ DEMO = dict(arch="attention56_small", dataset="shapes", iterations=800, batch_si
             eval_every=200)
 
 
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default where it has one to show: not for flags, not where the default
+    is computed (None) and not where the help text says it already."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
     from .functional import ATTENTION_TYPES, LEARNING_RULES
@@ -46,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name, **kw):
         return sub.add_parser(name, parents=[common], description=kw["help"],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kw)
+                              formatter_class=_DefaultsHelp, **kw)
 
     t = command("train", help="train a network (defaults: the small demo on the embedded data)")
     t.add_argument("--arch", default=DEMO["arch"], choices=sorted(REGISTRY), metavar="NAME",
@@ -210,6 +219,9 @@ def _run(args) -> int:
     if args.command == "masks":
         from .train import channel_std, load_test_split, load_trained, predict
         from .viz import plot_masks
+        if args.n < 1:
+            raise ValueError(f"--n: expected how many test images to draw (an int >= 1), got "
+                             f"{args.n}")
         model, mean, meta = load_trained(args.checkpoint)
         data = load_test_split(meta, args.data_dir, args.n)
         images = data.x_test[:]              # a folder split decodes here; an array is a view

@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__
+from .backend import student_t_ppf
 from .checks import check_choice, check_positive_int
 
 #: The paper's CIFAR-10 test errors (%), by variant label.
@@ -273,8 +274,7 @@ def paired_difference(worse, better, confidence=0.95) -> dict:
     n = len(d)
     m, sd = mean_sd(d)
     if n > 1:
-        from scipy import stats
-        half = stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
+        half = student_t_ppf(0.5 + confidence / 2, n - 1) * sd / math.sqrt(n)
         low, high = float(m - half), float(m + half)
     else:
         low = high = float("nan")

@@ -99,6 +99,11 @@ def gradcheck(fn, inputs, backward=None, *, wrt=None, dy=None, eps=1e-5, tol=1e-
     targets = [(f"inputs[{i}]", inputs[i]) for i in wrt]
     if is_module and params:
         targets += [(name, p) for name, p, _ in fn.named_parameters()]
+    if not targets:
+        kinds = [str(getattr(x, "dtype", type(x).__name__)) for x in inputs]
+        raise ValueError(f"gradcheck: nothing to check: no floating-point input (got {kinds})"
+                         + (" and the module has no parameters" if is_module else "")
+                         + "; pass float64 arrays")
     for name, t in targets:
         if not backend.is_array(t) or str(t.dtype) != "float64":
             raise TypeError(f"gradcheck: {name} must be a float64 array (finite differences in "

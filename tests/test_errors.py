@@ -8,6 +8,7 @@ what to run (built from the ``files`` fixture's damaged files), and the words th
 import gzip
 import os
 import pickle
+import re
 import shutil
 
 import numpy as np
@@ -187,7 +188,7 @@ COMMANDS = [
     ("masks bit-flipped checkpoint", lambda f: ["masks", "--checkpoint", f.ckpt_with(lambda r: _flip(r, 100))],
      "is corrupt"),
     ("masks zero images", lambda f: ["masks", "--checkpoint", f.ckpt, "--n", "0", "--out", f.path("m.png")],
-     "n_test: expected an int >= 1, got 0"),
+     "--n: expected how many test images to draw (an int >= 1), got 0"),
     ("masks into a missing folder", lambda f: ["masks", "--checkpoint", f.ckpt, "--n", "2",
                                                "--out", f.path("no/such/m.png")], "no/such/m.png"),
     ("plot missing metrics", lambda f: ["plot", "--metrics", f.path("none.json")], "does not exist"),
@@ -225,6 +226,13 @@ def test_every_command_fails_with_one_clear_line(name, argv, words, tmp_path, tr
 
 def _x(*shape, dtype=np.float64):
     return np.ones(shape, dtype=dtype)
+
+
+def _tiny_net_after_forward():
+    net = build("attention56", num_classes=3, input_size=16, widths=(8, 8, 16), stem_width=4,
+                final_width=16, final_units=1, dtype="float64")
+    net(_x(2, 3, 16, 16))
+    return net
 
 
 # (name, a call that must fail, the exception type, words the message must hold)
@@ -278,6 +286,15 @@ API = [
      "x.rattn does not exist"),
     ("state dict of another shape", lambda f: nn.Linear(2, 3).load_state_dict(
         {"weight": np.zeros((3, 3)), "bias": np.zeros(3)}), ValueError, "weight has shape (3, 3), expected (3, 2)"),
+    ("gradcheck with no float input", lambda f: gradcheck(lambda y: (y, None), [np.array([1, 2])],
+                                                          lambda d, c: (d,)), ValueError,
+     "nothing to check: no floating-point input (got ['int64'])"),
+    ("network backward of another shape", lambda f: _tiny_net_after_forward().backward(_x(2, 5)),
+     ValueError, "expected the gradient of the logits, shape (2, 3)"),
+    ("resume another network's run", lambda f: minirattn.train_cifar(
+        iterations=2, eval_every=2, checkpoint_dir=os.path.dirname(f.ckpt), resume=True,
+        **{**TINY, "arch": "attention92"}), ValueError,
+     "it is another run (arch 'attention56' there, 'attention92' now)"),
     ("cifar folder damaged (API)", lambda f: load_dataset("cifar10", f.cifar(
         _only("data_batch_1", lambda b: [1, 2]))), DataError, "data_batch_1: expected a dict"),
 ]
@@ -323,3 +340,30 @@ def test_a_closed_pipe_ends_quietly():
     err = proc.stderr.read().decode()
     proc.wait(timeout=120)
     assert "Traceback" not in err and "Broken pipe" not in err, err
+
+
+@pytest.mark.parametrize("method", ["auto", "textbook"])
+def test_an_empty_batch_gets_zero_gradients_as_in_pytorch(method):
+    """Batch norm in evaluation mode and convolution with a bias on a batch of 0 images: the
+    gradients of the parameters are zeros and the input's is empty, as PyTorch answers."""
+    x, c3 = np.zeros((0, 3, 4, 4)), np.ones(3)
+    y, cache = F.batchnorm2d_forward(x, c3, 0 * c3, 0 * c3, c3, training=False, method=method)
+    dx, dgamma, dbeta = F.batchnorm2d_backward(y, cache)
+    assert dx.shape == x.shape and not dgamma.any() and not dbeta.any() and dgamma.shape == (3,)
+    conv_method = "im2col" if method == "textbook" else "auto"
+    y, cache = F.conv2d_forward(x, np.ones((2, 3, 3, 3)), np.zeros(2), 1, 1, method=conv_method)
+    dx, dw, db = F.conv2d_backward(y, cache)
+    assert dx.shape == x.shape and dw.shape == (2, 3, 3, 3) and not dw.any() and db.shape == (2,)
+    y, cache = F.conv2d_forward(x, np.ones((2, 3, 1, 1)), np.zeros(2))
+    assert [g.shape for g in F.conv2d_backward(y, cache)] == [x.shape, (2, 3, 1, 1), (2,)]
+
+
+def test_the_resume_message_prints_learning_rates_as_numbers(tmp_path):
+    minirattn.train_cifar(iterations=4, eval_every=2, checkpoint_dir=str(tmp_path), lr=0.001,
+                          **TINY)
+    with pytest.raises(ValueError) as info:
+        minirattn.train_cifar(iterations=8, eval_every=2, checkpoint_dir=str(tmp_path), lr=0.001,
+                              resume=True, **TINY)
+    message = str(info.value)
+    assert "lr 1e-05 -> 0.0001 at iteration 4" in message, message    # not 1.0000000000000002e-05
+    assert not re.search(r"\d\.\d{9,}", message), message

@@ -71,10 +71,28 @@ def test_no_op_mutates_its_inputs_or_its_upstream_gradient():
 
 
 def test_selfcheck_passes():
-    from minirattn.selfcheck import run_selfcheck
+    from minirattn.selfcheck import _cases, run_selfcheck
     lines = []
     assert run_selfcheck(echo=lines.append)
-    assert len(lines) == 15 and lines[-1] == "all gradients agree with finite differences"
+    assert len(lines) == len(_cases(np.random.default_rng(0))) + 1
+    assert lines[-1] == "all gradients agree with finite differences"
+
+
+def test_selfcheck_reaches_every_op(monkeypatch):
+    """`minirattn check` runs every forward of minirattn.functional (and the loss): a new op that
+    it does not check fails here."""
+    from minirattn import functional
+    from minirattn.selfcheck import run_selfcheck
+    ops = [n for n in functional.__all__ if n.endswith("_forward") and n != "mask_activation_forward"]
+    ops.append("softmax_cross_entropy")
+    called = set()
+    for name in ops:
+        def spy(*a, _f=getattr(functional, name), _n=name, **k):
+            called.add(_n)
+            return _f(*a, **k)
+        monkeypatch.setattr(functional, name, spy)
+    assert run_selfcheck(echo=lambda *a: None)
+    assert called == set(ops), f"not checked by `minirattn check`: {sorted(set(ops) - called)}"
 
 
 def test_integer_inputs_take_no_gradient_position():

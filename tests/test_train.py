@@ -195,7 +195,7 @@ def test_resume_gives_exactly_the_weights_of_an_uninterrupted_run(tmp_path):
 
 def test_resume_with_different_settings_is_refused(tmp_path):
     train_cifar(iterations=4, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
-    with pytest.raises(ValueError, match="different settings.*seed"):
+    with pytest.raises(ValueError, match="another run.*seed 0 there, 1 now"):
         train_cifar(iterations=4, eval_every=2, checkpoint_dir=str(tmp_path), resume=True, seed=1, **TINY)
     with pytest.raises(ValueError, match=r"iterations=8: the run was set up for 4.*milestones from "
                                          r"\(2, 2\) to \(3, 5\)"):

@@ -22,16 +22,16 @@ def channel_sum(a):
     xp = backend.xp_of(a)
     if xp is not backend.numpy:
         return a.sum(axis=_AXES)
-    N, C = a.shape[:2]
-    return xp.matmul(a.reshape(N, C, -1), xp.ones(a[0, 0].size, dtype=a.dtype)).sum(axis=0)
+    N, C, H, W = a.shape           # (H W spelled out: an empty batch reshapes too, giving zeros)
+    return xp.matmul(a.reshape(N, C, H * W), xp.ones(H * W, dtype=a.dtype)).sum(axis=0)
 
 
 def _dot_rows(a, b):
     """NumPy: sum over N, H, W of a * b without materialising the product: one dot product per
     (n, c) row as a batched (1, P) @ (P, 1) matrix product (about twice as fast as
     ``einsum("ncp,ncp->c")``), then a sum over n."""
-    N, C = a.shape[:2]
-    rows = backend.numpy.matmul(a.reshape(N, C, 1, -1), b.reshape(N, C, -1, 1))   # (N, C, 1, 1)
+    N, C, H, W = a.shape
+    rows = backend.numpy.matmul(a.reshape(N, C, 1, H * W), b.reshape(N, C, H * W, 1))   # (N,C,1,1)
     return rows.reshape(N, C).sum(axis=0)
 
 

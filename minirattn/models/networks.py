@@ -162,6 +162,7 @@ class ResidualAttentionNetwork(nn.Module):
 
     def forward(self, x):
         self._check_input(x)
+        self._batch = x.shape[0]
         h = self.stem(x)
         self.stage_outputs = []
         for stage in self.stages:
@@ -173,6 +174,11 @@ class ResidualAttentionNetwork(nn.Module):
         return self.fc(self.pool(h))
 
     def backward(self, dlogits):
+        expected = (getattr(self, "_batch", "N"), self.num_classes)
+        if not backend.is_array(dlogits) or tuple(dlogits.shape) != expected:
+            raise ValueError(f"{self.name}.backward: expected the gradient of the logits, shape "
+                             f"{expected} (the last forward's batch, num_classes), got "
+                             f"{getattr(dlogits, 'shape', type(dlogits).__name__)}")
         d = self.pool.backward(self.fc.backward(dlogits))
         if self.bn is not None:
             d = self.bn.backward(d)

@@ -184,6 +184,12 @@ def resume_point(config: TrainConfig, echo=print):
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} does not record the settings of a training run")
     different = config.differences(saved)
+    others = {k: v for k, v in different.items() if k != "iterations"}
+    if others:
+        listed = "; ".join(f"{k} {old!r} there, {new!r} now" for k, (old, new) in others.items())
+        raise ValueError(f"cannot resume from {path}: it is another run ({listed}); only "
+                         f"{', '.join(RESUME_MAY_CHANGE)} and where and how the run goes may "
+                         f"change on resume. Choose another checkpoint_dir for this run")
     if "iterations" in different:
         (old, new), at = different["iterations"], meta["iteration"]
         before = StepSchedule(config.lr, old, recipe=config.recipe)
@@ -191,12 +197,8 @@ def resume_point(config: TrainConfig, echo=print):
         raise ValueError(
             f"cannot resume from {path} with iterations={new}: the run was set up for {old}, and "
             f"the learning-rate schedule would move its milestones from {before.milestones} to "
-            f"{after.milestones} (lr {before(at)} -> {after(at)} at iteration {at}). Resume with "
-            f"iterations={old}, or start a new run")
-    if different:
-        raise ValueError(f"cannot resume from {path}: it was trained with different settings "
-                         f"(saved, now): {different}; only {', '.join(RESUME_MAY_CHANGE)} and "
-                         f"where and how the run goes may change on resume")
+            f"{after.milestones} (lr {before(at):g} -> {after(at):g} at iteration {at}). Resume "
+            f"with iterations={old}, or start a new run")
     return path, arrays, meta, config.differences(saved, identity=False)
 
 
