@@ -1,4 +1,5 @@
 """The `minirattn` command."""
+import argparse
 import subprocess
 import sys
 
@@ -50,12 +51,14 @@ def test_every_option_has_help_and_shows_its_default():
     commands = parser._subparsers._group_actions[0].choices
     assert set(commands) == {"train", "evaluate", "masks", "plot", "models", "check", "reproduce"}
     for name, sub in commands.items():
-        assert "ArgumentDefaultsHelpFormatter" in type(sub.formatter_class).__name__ or \
-            sub.formatter_class.__name__ == "ArgumentDefaultsHelpFormatter", name
+        assert issubclass(sub.formatter_class, argparse.ArgumentDefaultsHelpFormatter), name
         for action in sub._actions:
             if action.option_strings and action.dest != "help":
                 assert action.help, f"{name} {action.option_strings[0]} has no help"
         text = " ".join(sub.format_help().split())          # the help wraps lines
         if name == "train":
             assert "(default: 800)" in text and "(default: attention56_small)" in text
+            # a default only where there is one: none for flags or computed ones, never twice
+            assert "(default: None)" not in text and "(default: False)" not in text
+            assert "(default 224) (default" not in text
     assert "ckpt-00000800.rattn" in parser.epilog            # what the default run writes
