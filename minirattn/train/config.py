@@ -16,8 +16,10 @@ from ..data import DATASETS
 from ..models import REGISTRY, check_choices
 from .optim import PAPER_ITERATIONS
 
-#: Settings that say where and how a run goes, not what it computes: a resumed run may change
-#: them, and ``to_dict`` leaves the machine-specific ones out.
+#: Settings that say where and how a run goes: a resumed run may change them, and ``to_dict``
+#: leaves the machine-specific ones out. All but one leave the numbers alone; sync_batchnorm
+#: (data-parallel runs only) changes the batch statistics, and is here so that a run may be
+#: continued on another number of ranks or without synchronization.
 PLACE_FIELDS = ("data_dir", "download", "backend", "checkpoint_dir", "resume", "progress",
                 "log_every", "eval_every", "keep_checkpoints", "distributed", "sync_batchnorm",
                 "workers")

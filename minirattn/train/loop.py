@@ -406,7 +406,8 @@ def _start(config: TrainConfig, echo):
 def _train(config: TrainConfig, comm, step, echo, on_evaluate=None) -> TrainResult:
     lead = comm.rank == 0
     say = echo if lead else (lambda *args, **kwargs: None)
-    D.check_setup(comm, batch_size=config.batch_size, backend=config.backend)
+    D.check_setup(comm, batch_size=config.batch_size, backend=config.backend,
+                  dtype=config.dtype)
     D.pick_device(comm, config.backend)
     config, resume_from = comm.collective(_start, config, say)
     data = prepare_data(config, say)
