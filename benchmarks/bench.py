@@ -254,8 +254,8 @@ def main(argv=None):
     import numpy as np
     import torch
     torch.set_num_threads(args.threads)
-    print(f"numpy {np.__version__}, torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
-          f"{os.cpu_count()} CPUs")
+    from environment import line
+    print(f"{args.threads} threads, batch {args.batch}; {line()}")
     out = {"cpu": [], "gpu": []}
     for arch in (args.arch if args.only != "gpu" else ()):
         twin, ours, x, y = _setup(arch, args.batch)

@@ -242,7 +242,10 @@ def main(argv=None):
         else:
             child_torch(arch, args.batch, args.steps, int(kind[-1]))
         return 0
-    report = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), measured=[], modelled=[],
+    from environment import describe, line
+    print(line(), flush=True)
+    report = dict(date=time.strftime("%Y-%m-%d"), commit=_commit(), environment=describe(),
+                  measured=[], modelled=[],
                   assumptions=dict(launch_us=args.launch_us, gpu_tflops=args.gpu_tflops,
                                    links=LINKS))
     if not args.model_only:
@@ -269,7 +272,8 @@ def main(argv=None):
 
 
 def _previous_measurements(path):
-    """{"measured", "measured_date", "measured_commit"} from an earlier report at ``path``, or {}."""
+    """{"measured", "measured_date", "measured_commit", "measured_environment"} from an earlier
+    report at ``path`` (the environment those measurements ran in), or {}."""
     try:
         with open(path) as f:
             old = json.load(f)
@@ -278,7 +282,8 @@ def _previous_measurements(path):
     if not old.get("measured"):
         return {}
     return dict(measured=old["measured"], measured_date=old.get("measured_date", old.get("date")),
-                measured_commit=old.get("measured_commit", old.get("commit")))
+                measured_commit=old.get("measured_commit", old.get("commit")),
+                measured_environment=old.get("measured_environment", old.get("environment")))
 
 
 def _commit():
