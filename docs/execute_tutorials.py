@@ -54,16 +54,9 @@ def run(path, timeout, commit):
     env = {k: v for k, v in os.environ.items() if k != "MINIRATTN_FAST"}
     env["MPLBACKEND"] = "Agg"
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as work:
-        old = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)          # the kernel inherits this environment
-        try:
-            NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                           resources={"metadata": {"path": work}}).execute()
-        finally:
-            os.environ.clear()
-            os.environ.update(old)
+    with tempfile.TemporaryDirectory() as work:          # the kernel's working folder
+        NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                       resources={"metadata": {"path": work}}).execute(env=env)
     seconds = time.perf_counter() - start
     import numpy
     note = (f"> **Stored run.** The outputs on this page come from a full run of "

@@ -31,7 +31,7 @@ from typing import NamedTuple
 from .. import backend
 from ..checks import check_array, check_choice, check_number, check_same_dtype
 from . import batchnorm_fast as fast
-from .batchnorm_fast import column
+from .batchnorm_fast import column, over_ranks
 
 #: The values of ``batchnorm2d_forward(..., method=...)``.
 BATCHNORM_METHODS = ("auto", "textbook", "in_place", "fused")
@@ -71,12 +71,12 @@ def _forward_textbook(x, gamma, beta, running_mean, running_var, training, eps, 
     """y = gamma xhat + beta, xhat = (x - mu) / sqrt(var + eps), with the batch's mu and var
     (training; over all ranks with ``reduce``) or the running ones (evaluation)."""
     xp = backend.xp_of(x)
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     if training:
         total, count = x.sum(axis=(0, 2, 3)), N * H * W           # sum x, M
         if reduce is not None:                                      # ... over all ranks
-            both = reduce(xp.concatenate((total, xp.full(1, count, dtype=x.dtype))))
-            total, count = both[:C], both[C]
+            total, count = over_ranks(reduce, total, xp.full(1, count, dtype=x.dtype))
+            count = count[0]
         squares = ((x - column(total / count)) ** 2).sum(axis=(0, 2, 3))
         if reduce is not None:
             squares = reduce(squares)                               # sum (x - mu)^2
@@ -96,7 +96,7 @@ def _backward_textbook(dy, cache):
     (all ranks); dgamma = sum g xhat, dbeta = sum g; g = dy, or dy [y > 0] after the ReLU.
     Evaluation: mu and var are constants, dx = gamma g / sqrt(var + eps)."""
     xp = backend.xp_of(dy)
-    C, M = cache.x.shape[1], cache.count
+    M = cache.count
     g = dy * (cache.y > 0) if cache.relu else dy
     inv_std = 1.0 / xp.sqrt(cache.var + cache.eps)
     xhat = (cache.x - column(cache.mean)) * column(inv_std)
@@ -104,10 +104,7 @@ def _backward_textbook(dy, cache):
     dgamma = (g * xhat).sum(axis=(0, 2, 3))
     if not cache.training:
         return g * column(cache.gamma * inv_std), dgamma, dbeta
-    sum_g, sum_g_xhat = dbeta, dgamma
-    if cache.reduce is not None:                       # the sums in dx are over all ranks
-        both = cache.reduce(xp.concatenate((dbeta, dgamma)))
-        sum_g, sum_g_xhat = both[:C], both[C:]
+    sum_g, sum_g_xhat = over_ranks(cache.reduce, dbeta, dgamma)   # the sums in dx: all ranks
     dx = column(cache.gamma * inv_std) * (g - column(sum_g / M) - xhat * column(sum_g_xhat / M))
     return dx, dgamma, dbeta
 
@@ -142,7 +139,7 @@ def _forward_fast(method, x, gamma, beta, running_mean, running_var, training, e
         y = fast.forward_in_place(centred, squares, M, eps, gamma, beta, relu)
     else:
         y = fast.forward_fused(x, gamma, beta, total, squares, M, eps, relu)
-    return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, bool(relu),
+    return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, relu,
                              reduce if training else None, method)
 
 
@@ -171,7 +168,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
         raise ValueError(f"batchnorm: eps must be > 0, got {eps}")
     xp = backend.xp_of(x)
     method = batchnorm_method(xp, method)
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     if training and reduce is None and N * H * W < 2:
         raise ValueError(f"batchnorm in training mode needs more than one value per channel, "
                          f"got input shape {tuple(x.shape)}")

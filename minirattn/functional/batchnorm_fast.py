@@ -109,20 +109,29 @@ def running(xp, running_mean, running_var, total, squares, count, count_less_one
             keep * running_var + momentum * (squares / count_less_one))
 
 
+def over_ranks(reduce, a, b):
+    """1-D arrays a and b summed over every rank in one reduction; themselves when ``reduce`` is
+    None (one process)."""
+    if reduce is None:
+        return a, b
+    both = reduce(backend.xp_of(a).concatenate((a, b)))
+    return both[:a.shape[0]], both[a.shape[0]:]
+
+
 def statistics(x, training, running_mean, running_var, reduce, centred_on_numpy):
     """(total, squares, count) as the cache keeps them, and x - mean where the in-place path
     made it (else None). Training: sum x, sum (x - mean)^2 and N H W, each over all ranks with
     ``reduce`` (count then a 0-d array on the device: no sync); evaluation: the running mean and
     variance and a count of 1."""
     xp = backend.xp_of(x)
-    N, C, H, W = x.shape
+    N, _, H, W = x.shape
     if not training:
         total, squares = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         return total, squares, 1, (x - column(total) if centred_on_numpy else None)
     total, M = channel_sum(x), N * H * W
     if reduce is not None:
-        both = reduce(xp.concatenate((total, xp.full(1, M, dtype=x.dtype))))
-        total, M = both[:C], both[C]
+        total, M = over_ranks(reduce, total, xp.full(1, M, dtype=x.dtype))
+        M = M[0]
     if centred_on_numpy:
         centred = x - column(total / M)
         squares = channel_dot(centred, centred)
@@ -146,16 +155,6 @@ def forward_in_place(centred, squares, count, eps, gamma, beta, relu):
     return np.maximum(y, 0, out=y) if relu else y
 
 
-def _all_ranks(cache, dbeta, dgamma):
-    """(sum g, sum g xhat) over every rank: this rank's with no reduction, else one reduction of
-    both."""
-    if cache.reduce is None:
-        return dbeta, dgamma
-    C = dbeta.shape[0]
-    total = cache.reduce(backend.xp_of(dbeta).concatenate((dbeta, dgamma)))
-    return total[:C], total[C:]
-
-
 def backward_in_place(dy, cache):
     """The backward on NumPy: g = dy [y > 0], x - mu made once, dx written into it: the passes
     of the formula and two new arrays (g, x - mu)."""
@@ -167,7 +166,7 @@ def backward_in_place(dy, cache):
     dbeta, dgamma = channel_sum(g), channel_dot(g, dx) * inv_std
     if not cache.training:
         return np.multiply(g, column(cache.gamma * inv_std), out=dx), dgamma, dbeta
-    sum_g, sum_g_xhat = _all_ranks(cache, dbeta, dgamma)
+    sum_g, sum_g_xhat = over_ranks(cache.reduce, dbeta, dgamma)
     dx *= column(-inv_std * sum_g_xhat / M)          # - xhat sum(g xhat) / M, over inv_std
     dx += g
     dx -= column(sum_g / M)
@@ -196,7 +195,7 @@ def backward_fused(dy, cache):
     gamma = column(cache.gamma)
     if not cache.training:
         return _eval_input_grad(g, *stats[1:], gamma), dgamma, dbeta
-    sums = tuple(column(s) for s in _all_ranks(cache, dbeta, dgamma))
+    sums = tuple(column(s) for s in over_ranks(cache.reduce, dbeta, dgamma))
     if g is not None:
         return _input_grad(g, x, *stats, gamma, *sums), dgamma, dbeta
     return _input_grad_relu(dy, cache.y, x, *stats, gamma, *sums), dgamma, dbeta
