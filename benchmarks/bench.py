@@ -143,7 +143,7 @@ def time_steps(twin, ours, x, y, repeats, device="cpu"):
     so the time is the step's, not its launch's. Returns (minirattn, PyTorch) median seconds."""
     import torch
     from minirattn import backend as B
-    from minirattn.train import SGD
+    from minirattn.training import SGD
     name = _backend_for(device)
     opt_t = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
     opt_o = SGD(ours, lr=0.01)
@@ -216,7 +216,7 @@ def _peak_child(which, arch, batch):
     import numpy as np
     if which == "ours":
         from minirattn.models import build
-        from minirattn.train import SGD
+        from minirattn.training import SGD
         net = build(arch, num_classes=10)
         opt = SGD(net, lr=0.01)
         x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)

@@ -77,8 +77,8 @@ def child_ours(arch, batch, steps):
     """One process, or every rank of an mpiexec job (rank 0 reports)."""
     from minirattn import distributed as D
     from minirattn.models import build
-    from minirattn.train import train_step
-    from minirattn.train.optim import SGD
+    from minirattn.training import train_step
+    from minirattn.training.optim import SGD
     comm = D.MPICommunicator() if D.launched_ranks() > 1 else D.Communicator()
     sent = {"bytes": 0, "calls": 0}
     if comm.size > 1:

@@ -57,7 +57,7 @@ def step_without_sync(dry_run, arch, batch):
     import numpy as np
     from minirattn import backend
     from minirattn.models import build
-    from minirattn.train import SGD, train_step
+    from minirattn.training import SGD, train_step
     t = time.perf_counter()
     with _device(dry_run) as no_sync:
         net = build(arch, num_classes=10, seed=0).to("cupy")
@@ -80,7 +80,7 @@ def step_without_sync(dry_run, arch, batch):
 def training_run(dry_run, arch, iterations, batch):
     """A training run on the generated data; images/s from the run's own history."""
     import tempfile
-    from minirattn.train import train_cifar
+    from minirattn.training import train_cifar
     t = time.perf_counter()
     with _device(dry_run):
         r = train_cifar(arch=arch, dataset="shapes", iterations=iterations, batch_size=batch,

@@ -28,7 +28,7 @@ def count_step(arch, batch, by_layer=False, **spec):
     from cupy_standin import COUNT
     from minirattn import backend
     from minirattn.models import build
-    from minirattn.train import SGD, train_step
+    from minirattn.training import SGD, train_step
     with cupy_standin.installed():
         net = build(arch, num_classes=10, seed=0, **spec).to("cupy")
         opt = SGD(net, lr=0.1)

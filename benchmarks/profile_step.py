@@ -63,7 +63,7 @@ def main(argv=None):
     _set_threads(args.threads)
     import numpy as np
     from minirattn.models import build
-    from minirattn.train import SGD
+    from minirattn.training import SGD
 
     net = build(args.arch, num_classes=10, seed=0)
     rng = np.random.default_rng(0)

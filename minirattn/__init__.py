@@ -3,8 +3,8 @@ every forward and backward written by hand and proven by finite differences."""
 from . import backend, functional, nn
 from .gradcheck import gradcheck, GradcheckError, GradcheckResult
 from . import models
-from .train import TrainConfig, train_cifar
+from .training import TrainConfig, train, train_cifar
 
 __version__ = "0.1.0"
-__all__ = ["backend", "functional", "nn", "models", "train_cifar", "TrainConfig", "gradcheck",
-           "GradcheckError", "GradcheckResult"]
+__all__ = ["backend", "functional", "nn", "models", "train", "train_cifar", "TrainConfig",
+           "gradcheck", "GradcheckError", "GradcheckResult"]

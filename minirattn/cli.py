@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     # only one rank met has ended the job already, naming the rank): rank 0 alone says it
     stderr = sys.stderr if launched_rank() == 0 else open(os.devnull, "w")
     from .backend import BackendError
-    from .train import TrainingDiverged
+    from .training import TrainingDiverged
     try:
         return _run(args)
     except BrokenPipeError:                  # the reader went away (`minirattn models | head`)
@@ -217,7 +217,7 @@ def _run(args) -> int:
         print(plot_training_curves(args.metrics, args.out))
         return 0
     if args.command == "masks":
-        from .train import channel_std, load_test_split, load_trained, predict
+        from .training import channel_std, load_test_split, load_trained, predict
         from .viz import plot_masks
         if args.n < 1:
             raise ValueError(f"--n: expected how many test images to draw (an int >= 1), got "
@@ -229,13 +229,13 @@ def _run(args) -> int:
         print(plot_masks(model, x, images, args.out, data.classes, data.y_test, preds))
         return 0
     if args.command == "evaluate":
-        from .train import evaluate_checkpoint
+        from .training import evaluate_checkpoint
         r = evaluate_checkpoint(args.checkpoint, args.data_dir, args.backend)
         print(f"{r['arch']} on {r['dataset']} (iteration {r['iteration']}): test accuracy "
               f"{100 * r['accuracy']:.2f}% (error {100 * r['error']:.2f}%) on {r['n_test']} "
               f"images, loss {r['loss']:.4f}")
         return 0
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
     config = TrainConfig(
         arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
         backend=args.backend, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,

@@ -424,6 +424,84 @@ def pick_device(comm: Communicator, backend: str) -> None:
         B.use_device(getattr(comm, "local_rank", 0))
 
 
+# ---- a run's data-parallel behaviour, in one object -----------------------------------------
+class DataParallel:
+    """What a training run does differently on several ranks, behind one object; on one process
+    every method gives the single-process answer (no shard, nothing to synchronise).
+
+    ``batch_size`` is the global batch: rank r trains on its slice :meth:`shard`; batch norm sums
+    its statistics over the ranks when ``sync_batchnorm`` (the step then equals one process's);
+    rank 0 (:attr:`lead`) alone decides where the run goes (:meth:`collective`), reports, and
+    writes; :meth:`fail` ends every rank when one meets an error the others do not."""
+
+    def __init__(self, comm: Communicator, batch_size: int, sync_batchnorm: bool = True):
+        self.comm, self.batch_size, self.sync = comm, batch_size, sync_batchnorm
+
+    @classmethod
+    def for_run(cls, distributed, batch_size: int, sync_batchnorm: bool = True):
+        """The run's ranks (``distributed`` as TrainConfig's); refuses ranks a launcher started
+        for a run that says ``distributed=False``."""
+        if distributed is False and launched_ranks() > 1:
+            raise ValueError(f"this process is one of {launched_ranks()} ranks a launcher started, "
+                             f"but distributed=False: every rank would train the same run alone "
+                             f"and write the same checkpoints. Pass distributed=True or 'auto' "
+                             f"(--distributed auto), or run without mpiexec")
+        return cls(communicator(distributed), batch_size, sync_batchnorm)
+
+    @property
+    def ranks(self) -> int:
+        return self.comm.size
+
+    @property
+    def lead(self) -> bool:
+        return self.comm.rank == 0
+
+    def check_setup(self, backend: str, dtype) -> None:
+        """Same code, backend and dtype everywhere and an even split (:func:`check_setup`); each
+        rank takes its GPU."""
+        check_setup(self.comm, batch_size=self.batch_size, backend=backend, dtype=dtype)
+        pick_device(self.comm, backend)
+
+    def collective(self, fn, *args, **kwargs):
+        return self.comm.collective(fn, *args, **kwargs)
+
+    def shard(self, n: int) -> tuple:
+        """(lo, hi) of this rank's slice of ``n`` items."""
+        return shard(n, self.comm.rank, self.comm.size)
+
+    def prepare(self, model) -> None:
+        """Before the first step: batch norm synchronised (or not) and rank 0's weights
+        everywhere."""
+        if self.ranks > 1:
+            sync_batchnorm(model, self.comm, self.sync)
+            broadcast_model(model, self.comm)
+
+    def step_kwargs(self) -> dict:
+        """What a step needs besides its batch: the communicator and the global batch."""
+        return dict(comm=self.comm, global_batch=self.batch_size) if self.ranks > 1 else {}
+
+    def before_test(self, model) -> None:
+        """Unsynchronised batch norm: every rank tests with rank 0's running statistics."""
+        if not self.sync:
+            broadcast_model(model, self.comm)
+
+    def check_same_weights(self, model, iteration: int) -> None:
+        check_same_weights(model, self.comm, iteration)
+
+    def describe(self) -> str:
+        """' on 2 ranks (32 images each, ...)' for the run's first line; '' on one process."""
+        if self.ranks == 1:
+            return ""
+        return (f" on {self.ranks} ranks ({self.batch_size // self.ranks} images each, batch "
+                f"norm {'synchronized' if self.sync else 'per rank'}; {describe_ranks(self.comm)})")
+
+    def fail(self, exc: BaseException) -> None:
+        """An error only this rank met ends every rank (``MPI_Abort``); one every rank met alike
+        (``all_ranks``) is simply raised on each."""
+        if self.ranks > 1 and not getattr(exc, "all_ranks", False):
+            self.comm.fail(exc)
+
+
 def _version() -> str:
     from . import __version__
     return __version__

@@ -4,7 +4,7 @@
     minirattn reproduce table3 --scale paper --backend cupy --download   # the paper's CIFAR-10 runs
 
 A table is a declared grid (:data:`TABLES`): variants (network, attention type, learning rule,
-mask, label noise) times seeds, each run a :class:`~minirattn.train.TrainConfig` built from the
+mask, label noise) times seeds, each run a :class:`~minirattn.training.TrainConfig` built from the
 scale's settings (:data:`SCALES`) and the variant's. Runs are idempotent and resumable: a run
 whose ``result.json`` exists is skipped, an interrupted one continues from its last checkpoint
 (and gives the result an uninterrupted run gives: the data order is a function of the seed and the
@@ -129,7 +129,7 @@ def run_config(table: Table, variant: Variant, scale: str, seed: int, folder: st
                backend="numpy", data_dir=None, download=False, distributed=False,
                overrides=None):
     """The TrainConfig of one run (validated): the scale's settings, the variant's, the seed."""
-    from .train import TrainConfig
+    from .training import TrainConfig
     settings = dict(SCALES[scale], **variant.settings, seed=seed, checkpoint_dir=folder,
                     resume="auto", progress=False, backend=backend, data_dir=data_dir,
                     download=download, distributed=distributed, keep_checkpoints=1)
@@ -215,7 +215,7 @@ def execute(config, table: Table, variant: Variant, seed: int, command: str = ""
     (rank 0, the others waiting for it); returns the record. Fig. 4's runs also record each
     stage's response at every evaluation."""
     from .distributed import Communicator
-    from .train import train
+    from .training import train
     comm = comm or Communicator()
     code = commit()                                  # the code this run starts with
     on_evaluate = _response_recorder(config) if table.records_response else None
@@ -469,7 +469,7 @@ def _command_line(argv) -> str:
 
 def _child(spec_json):
     """``python -m minirattn.experiments SPEC``: one run, for :func:`_run_side_by_side`."""
-    from .train import TrainConfig
+    from .training import TrainConfig
     spec = json.loads(spec_json)
     table = TABLES[spec["table"]]
     config = TrainConfig(**spec["config"])

@@ -26,8 +26,8 @@ from helpers import TINY_NET, TINY_RUN
 from minirattn import backend as B
 from minirattn import distributed as D
 from minirattn.models import build
-from minirattn.train import TrainConfig, train, train_step
-from minirattn.train.optim import SGD
+from minirattn.training import TrainConfig, train, train_step
+from minirattn.training.optim import SGD
 
 
 def equivalence(out, dtype, batch, steps, lr, backend="numpy"):

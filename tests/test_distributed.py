@@ -9,7 +9,7 @@ from hypothesis import given, strategies as st
 
 from minirattn import distributed as D, functional as F, gradcheck
 from minirattn.models import build
-from minirattn.train.optim import SGD
+from minirattn.training.optim import SGD
 
 from helpers import TINY_NET
 

@@ -20,7 +20,7 @@ from minirattn.cli import main
 from minirattn.data import DataError, load_dataset
 from minirattn.data.fashion_mnist import FILES as FMNIST_FILES
 from minirattn.models import build
-from minirattn.train import CheckpointError, TrainConfig, evaluate_checkpoint, load_trained
+from minirattn.training import CheckpointError, TrainConfig, evaluate_checkpoint, load_trained
 from helpers import TINY_RUN as TINY
 
 HAS_GPU = True

@@ -12,7 +12,7 @@ from minirattn import experiments as E
 from minirattn.cli import main
 from minirattn.data import write_cifar_archive
 from minirattn.models import build
-from minirattn.train import StepSchedule, train
+from minirattn.training import StepSchedule, train
 
 from helpers import TINY_NET
 
@@ -143,7 +143,7 @@ def test_an_interrupted_run_resumes_to_the_result_of_an_uninterrupted_one(tmp_pa
         calls.append(1)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        from minirattn.train import train_step
+        from minirattn.training import train_step
         return train_step(model, optimizer, x, y, lr, **kw)
     with pytest.raises(KeyboardInterrupt):
         train(config, step=stop_at_three, echo=lambda *a: None)

@@ -10,7 +10,7 @@ from PIL import Image
 
 from minirattn.data import DataError, FolderStream, channel_stats, load_dataset
 from minirattn.data.folder import CROP_RATIO, CROP_SCALE, crop_window, eval_crop, load_rgb
-from minirattn.train import StepSchedule, TrainConfig, train_cifar
+from minirattn.training import StepSchedule, TrainConfig, train_cifar
 
 CLASSES = ["cherry", "grass", "sky"]                       # red, green, blue
 COLOURS = {"cherry": (200, 30, 40), "grass": (40, 180, 50), "sky": (30, 60, 210)}

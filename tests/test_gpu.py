@@ -80,7 +80,7 @@ def test_tiny_network_numpy_cupy_parity(unit):
 
 
 def test_a_training_run_on_cupy(tmp_path):
-    from minirattn.train import train_cifar
+    from minirattn.training import train_cifar
     r = train_cifar(arch="attention56", dataset="shapes", n_train=64, n_test=32, batch_size=16, iterations=4,
                     eval_every=2, backend="cupy", checkpoint_dir=str(tmp_path), progress=False,
                     model_kwargs=dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1))

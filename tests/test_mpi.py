@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minirattn.train import load_checkpoint
+from minirattn.training import load_checkpoint
 
 HERE = Path(__file__).parent
 WORKER = str(HERE / "mpi_worker.py")
@@ -257,9 +257,12 @@ def test_reproduce_under_mpiexec_runs_each_run_data_parallel(tmp_path):
             "            eval_every=2, log_every=2, model_kwargs=TINY_NET)\n"
             f"r = E.reproduce('table4', seeds=1, out={str(tmp_path)!r}, overrides=tiny,\n"
             "                progress=False)\n"
-            "print('ranks', r['runs'][0]['config']['ranks'], 'runs', len(r['runs']))\n")
+            "from minirattn.distributed import launched_rank\n"
+            f"with open({str(tmp_path)!r} + f'/rank{{launched_rank()}}.txt', 'w') as f:\n"
+            "    print('ranks', r['runs'][0]['config']['ranks'], 'runs', len(r['runs']), file=f)\n")
     status, log, _ = launch(2, sys.executable, "-c", code)
     assert status == 0, log
-    assert log.count("ranks 2 runs 2") == 2, log          # every rank has every result
+    for rank in (0, 1):                                    # every rank has every result
+        assert (tmp_path / f"rank{rank}.txt").read_text() == "ranks 2 runs 2\n", log
     assert log.count("Table 4: mask structure") == 2      # the start line and the summary, once
     assert (tmp_path / "table4-small.json").exists() and (tmp_path / "table4-small.png").exists()

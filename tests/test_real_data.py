@@ -8,7 +8,7 @@ import os
 import pytest
 
 from minirattn.data.fashion_mnist import DEBIAN_DIR, FILES
-from minirattn.train import train_cifar
+from minirattn.training import train_cifar
 
 HAVE = all(os.path.exists(os.path.join(DEBIAN_DIR, f)) for f in FILES)
 REQUIRED = os.environ.get("MINIRATTN_REQUIRE_REAL_DATA") == "1"

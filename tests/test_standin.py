@@ -64,13 +64,13 @@ def test_syncs_transfers_and_launches_are_counted(cp):
 
 
 def _step(cp, net, opt, x, y):
-    from minirattn.train import train_step
+    from minirattn.training import train_step
     return train_step(net, opt, x, y, 0.1)
 
 
 def _tiny(cp):
     from minirattn.models import build
-    from minirattn.train import SGD
+    from minirattn.training import SGD
     net = build("attention56", num_classes=10, seed=0, **TINY_NET).to("cupy")
     rng = np.random.default_rng(0)
     x = cp.asarray(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
@@ -114,7 +114,7 @@ def test_training_and_resume_run_on_the_stand_in_bit_exact(cp, tmp_path):
     at iteration 2 ends with exactly the weights of an uninterrupted one."""
     import os
     import shutil
-    from minirattn.train import train_cifar
+    from minirattn.training import train_cifar
     kw = dict(arch="attention56", dataset="shapes", n_train=32, n_test=16, batch_size=8, iterations=4,
               eval_every=2, log_every=2, backend="cupy", progress=False, model_kwargs=TINY_NET,
               echo=lambda *a: None)

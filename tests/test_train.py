@@ -12,7 +12,7 @@ import pytest
 
 import minirattn
 from minirattn import functional as F, nn
-from minirattn.train import (CheckpointError, SGD, StepSchedule, TrainingDiverged, add_label_noise,
+from minirattn.training import (CheckpointError, SGD, StepSchedule, TrainingDiverged, add_label_noise,
                              evaluate_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint,
                              train_cifar)
 from helpers import TINY_NET, TINY_RUN as TINY
@@ -157,7 +157,7 @@ def test_a_write_killed_midway_leaves_the_previous_checkpoint_readable(tmp_path)
     save_checkpoint(path, {"w": np.zeros(3)}, {"iteration": 1})
     child = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from minirattn.train import checkpoint as c
+        from minirattn.training import checkpoint as c
         os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)   # die after writing, before rename
         c.save_checkpoint({path!r}, {{"w": np.ones(1_000_000)}}, {{"iteration": 2}})
     """)
@@ -231,7 +231,7 @@ def test_a_blow_up_keeps_a_good_checkpoint_and_a_lower_lr_resumes_it(tmp_path):
     is still finite): no checkpoint is written from that state, the message names the previous
     one, that one evaluates to a finite loss, and resuming it with a lower lr trains on, the
     change recorded in the checkpoints and metrics.json."""
-    from minirattn.train import TrainConfig, train, train_step
+    from minirattn.training import TrainConfig, train, train_step
     calls = {"n": 0}
 
     def blows_up_at_4(model, optimizer, x, y, lr):
@@ -256,7 +256,7 @@ def test_a_blow_up_keeps_a_good_checkpoint_and_a_lower_lr_resumes_it(tmp_path):
 
 
 def test_checkpoint_folder_is_checked_before_training_and_stale_temporaries_go(tmp_path):
-    from minirattn.train import CheckpointWriteError
+    from minirattn.training import CheckpointWriteError
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointWriteError, match="is a file, not a folder"):
         train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path / "file"), **TINY)
@@ -284,7 +284,7 @@ def test_a_full_disk_names_the_file_and_the_checkpoint_that_survived(tmp_path):
     """On a tmpfs with room for one checkpoint: the second write fails with a message naming the
     file, the cause and the first checkpoint; nothing partial is left; the first checkpoint reads
     back and resumes (elsewhere) to exactly the weights of an uninterrupted run."""
-    from minirattn.train import CheckpointWriteError
+    from minirattn.training import CheckpointWriteError
     whole = train_cifar(iterations=4, eval_every=1, checkpoint_dir=str(tmp_path / "whole"), **TINY)
     size = os.path.getsize(whole.checkpoint_path)
     disk = tmp_path / "disk"
@@ -361,7 +361,7 @@ def test_missing_or_empty_data_folders_and_wrong_md5(tmp_path):
 
 # ---- the training configuration and the loop's parts -----------------------------------------
 def test_config_is_validated_at_construction_and_round_trips_through_a_checkpoint(tmp_path):
-    from minirattn.train import TrainConfig
+    from minirattn.training import TrainConfig
     with pytest.raises(ValueError, match="unknown attention 'soft'"):
         TrainConfig(attention="soft")
     with pytest.raises(TypeError, match="eval_every: expected an int, got float 2.5"):
@@ -369,7 +369,7 @@ def test_config_is_validated_at_construction_and_round_trips_through_a_checkpoin
     with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\)"):
         TrainConfig(momentum=1.0)
     config = TrainConfig(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
-    r = minirattn.train.train(config, echo=lambda *a: None)
+    r = minirattn.training.train(config, echo=lambda *a: None)
     _, meta = load_checkpoint(r.checkpoint_path)
     with open(r.metrics_path) as f:
         metrics = json.load(f)
@@ -385,7 +385,7 @@ def test_config_is_validated_at_construction_and_round_trips_through_a_checkpoin
 def test_the_step_is_a_seam_that_the_loop_calls_once_per_iteration(tmp_path):
     """train(config, step=...) runs another step in the same loop (what a data-parallel step
     plugs into): called once per iteration with the batch on the device and the scheduled lr."""
-    from minirattn.train import TrainConfig, train, train_step
+    from minirattn.training import TrainConfig, train, train_step
     calls = []
 
     def counting_step(model, optimizer, x, y, lr):
@@ -401,12 +401,105 @@ def test_the_step_is_a_seam_that_the_loop_calls_once_per_iteration(tmp_path):
 
 
 def test_evaluation_and_masks_read_the_test_images_training_used(tmp_path):
-    from minirattn.train import load_test_split, load_trained, prepare_data, TrainConfig
+    from minirattn.training import load_test_split, load_trained, prepare_data, TrainConfig
     config = TrainConfig(iterations=2, eval_every=2, checkpoint_dir=str(tmp_path), **TINY)
-    r = minirattn.train.train(config, echo=lambda *a: None)
+    r = minirattn.training.train(config, echo=lambda *a: None)
     _, _, meta = load_trained(r.checkpoint_path)
     data = prepare_data(config, echo=lambda *a: None)
     test = load_test_split(meta)
     np.testing.assert_array_equal(test.x_test, data.x_test)
     assert len(test.y_train) == 0                                   # the training split is not made
     np.testing.assert_array_equal(load_test_split(meta, n_test=5).x_test, data.x_test[:5])
+
+
+# ---- the loop's shape ----------------------------------------------------------------------------
+def test_no_function_in_the_training_package_is_longer_than_60_lines():
+    import ast
+    import pathlib
+    root = pathlib.Path(minirattn.__file__).parent / "training"
+    long = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 60:
+                    long.append(f"{path.name}::{node.name} ({n} lines)")
+    assert len(list(root.glob("*.py"))) >= 8 and not long, long
+
+
+def test_only_the_data_package_tells_the_data_set_kinds_apart():
+    import pathlib
+    import re
+    root = pathlib.Path(minirattn.__file__).parent
+    pattern = re.compile(r"""(==|!=|\bin)\s*\(?["']folder["']|["']folder["']\s*(==|!=)""")
+    found = [f"{p.relative_to(root)}:{i}" for p in sorted(root.rglob("*.py"))
+             if p.parent.name != "data"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found
+    from minirattn.data import DATASETS, kind
+    assert [kind(n).recipe for n in DATASETS] == ["cifar"] * 4 + ["imagenet"]
+    assert kind("folder").defaults() == dict(iterations=530_000, batch_size=256)
+
+
+def test_train_is_the_public_name_and_callbacks_see_every_iteration(tmp_path):
+    seen = []
+
+    class Record:
+        def __call__(self, run):
+            seen.append((run.iteration, run.row is not None, run.evaluated, round(run.lr, 9)))
+
+        def close(self, run):
+            seen.append("closed")
+
+    r = minirattn.train(**TINY, iterations=6, eval_every=3, log_every=2, lr=0.05,
+                        checkpoint_dir=None, callbacks=[Record()])
+    # milestones at 40% and 60% of 6 iterations: after steps 2 and 4
+    assert seen == [(1, False, False, 0.05), (2, True, False, 0.05), (3, True, True, 0.005),
+                    (4, True, False, 0.005), (5, False, False, 0.0005),
+                    (6, True, True, 0.0005), "closed"]
+    assert [h["iteration"] for h in r.history] == [2, 3, 4, 6]
+    assert "test_acc" in r.history[1] and "test_acc" not in r.history[2]
+    same = train_cifar(**TINY, iterations=6, eval_every=3, log_every=2, lr=0.05, checkpoint_dir=None)
+    assert same.final_test_accuracy == r.final_test_accuracy       # train_cifar is the same call
+    from minirattn.training import TrainConfig
+    config = TrainConfig(**TINY, iterations=6, eval_every=3, log_every=2, checkpoint_dir=None)
+    changed = minirattn.train(config, lr=0.05)                      # a config, with changes
+    assert changed.final_test_accuracy == r.final_test_accuracy
+    assert changed.config["lr"] == 0.05
+
+
+def test_a_callback_stops_a_run_as_the_architecture_page_shows(tmp_path):
+    class StopAt:
+        def __init__(self, accuracy):
+            self.accuracy = accuracy
+
+        def __call__(self, run):
+            if run.evaluated and run.test_acc >= self.accuracy:
+                run.stop = True
+
+    r = minirattn.train(**TINY, iterations=8, eval_every=2, log_every=2,
+                        checkpoint_dir=str(tmp_path / "run"), callbacks=[StopAt(0.0)])
+    assert [h["iteration"] for h in r.history] == [2]                # stopped at the first test
+    assert r.checkpoint_path.endswith("ckpt-00000002.rattn") and os.path.exists(r.checkpoint_path)
+    assert r.final_test_accuracy == r.history[-1]["test_acc"]
+
+
+def test_the_schedule_is_made_in_one_place():
+    from minirattn.training import TrainConfig
+    c = TrainConfig(iterations=1000, lr=0.2)
+    assert c.schedule().milestones == (400, 600) and c.schedule()(400) == pytest.approx(0.02)
+    assert c.schedule(2000).milestones == (800, 1200)
+    f = TrainConfig(dataset="folder", iterations=530)
+    assert f.schedule().milestones == (200, 400)
+
+
+def test_one_process_is_a_data_parallel_run_of_one_rank():
+    from minirattn import distributed as D
+    p = D.DataParallel.for_run(False, 64)
+    assert (p.ranks, p.lead, p.shard(64), p.step_kwargs(), p.describe()) == (1, True, (0, 64), {}, "")
+    model = minirattn.models.build("attention56", **TINY_NET)
+    before = model.state_dict()["stem.0.weight"].copy()
+    p.prepare(model)
+    p.before_test(model)
+    p.check_same_weights(model, 1)
+    np.testing.assert_array_equal(model.state_dict()["stem.0.weight"], before)

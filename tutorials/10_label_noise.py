@@ -6,7 +6,7 @@
 # $$Q_{ij} = \begin{cases} r & i = j \\ \frac{1-r}{K-1} & i \ne j \end{cases}$$
 #
 # each label kept with probability $r$, otherwise replaced by one of the other $K-1$ classes uniformly;
-# the noise level is $1-r$. `minirattn.train.add_label_noise` draws exactly that, seeded, and records
+# the noise level is $1-r$. `minirattn.training.add_label_noise` draws exactly that, seeded, and records
 # which labels it flipped; `train_cifar(label_noise=...)` applies it to the training set only.
 # Run with `python tutorials/10_label_noise.py` (a few minutes on 2 cores for the training part;
 # `MINIRATTN_FAST=1` trains for a few iterations only and skips the claims that need the full run).
@@ -20,7 +20,7 @@ import numpy as np
 
 from minirattn import functional as F, train_cifar
 from minirattn.data import make_shapes, normalize, pixel_mean
-from minirattn.train import add_label_noise
+from minirattn.training import add_label_noise
 from minirattn.models import build
 from minirattn.viz import mask_region_gap, mask_region_share
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from minirattn import distributed as D, functional as F, gradcheck
 from minirattn.models import build
-from minirattn.train import SGD, train_step
+from minirattn.training import SGD, train_step
 
 rng = np.random.default_rng(0)
 C = 3

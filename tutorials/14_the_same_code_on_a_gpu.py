@@ -21,7 +21,7 @@ import numpy as np
 import minirattn
 from minirattn import backend, functional as F
 from minirattn.models import build
-from minirattn.train import SGD, train_step
+from minirattn.training import SGD, train_step
 
 sys.path.insert(0, str(pathlib.Path(minirattn.__file__).resolve().parents[1] / "tests"))
 import cupy_standin                                  # noqa: E402  (tests/, beside the package)

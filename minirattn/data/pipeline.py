@@ -76,8 +76,10 @@ class BatchStream:
         """Nothing to release (the folder stream's ``close`` ends its decoding threads)."""
 
 
-def eval_batches(x_uint8, y, mean, batch_size: int, std=None):
-    """Unaugmented, in-order batches for evaluation (``x_uint8`` an array, or a folder split
-    that decodes on indexing)."""
-    for s in range(0, len(y), batch_size):
-        yield normalize(x_uint8[s:s + batch_size], mean, std), y[s:s + batch_size]
+def eval_batches(x_uint8, y, mean, batch_size: int, std=None, lo: int = 0, hi: int | None = None):
+    """Unaugmented, in-order batches of images ``lo:hi`` (all by default) for evaluation
+    (``x_uint8`` an array, or a folder split that decodes each batch as it is sliced)."""
+    hi = len(y) if hi is None else hi
+    for s in range(lo, hi, batch_size):
+        e = min(s + batch_size, hi)
+        yield normalize(x_uint8[s:e], mean, std), y[s:e]

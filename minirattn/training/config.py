@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 from .. import backend as B
 from ..checks import check_choice, check_number, check_positive_int
-from ..data import DATASETS
+from ..data import DATASETS, KINDS
 from ..models import REGISTRY, check_choices
-from .optim import PAPER_ITERATIONS
+from .optim import PAPER_ITERATIONS, StepSchedule
 
 #: Settings that say where and how a run goes: a resumed run may change them, and ``to_dict``
 #: leaves the machine-specific ones out. All but one leave the numbers alone; sync_batchnorm
@@ -114,7 +114,7 @@ class TrainConfig:
             raise TypeError(f"model_kwargs: expected a dict of NetworkSpec fields, got "
                             f"{type(self.model_kwargs).__name__}")
         if self.image_size is not None:
-            if self.dataset != "folder":
+            if not KINDS[self.dataset].sized:
                 raise ValueError(f"image_size applies to dataset='folder' only (the {self.dataset} "
                                  f"images have a fixed size), got image_size={self.image_size}")
             check_positive_int("image_size", self.image_size, 8)
@@ -130,10 +130,24 @@ class TrainConfig:
                             f"{type(self.checkpoint_dir).__name__}")
         B.get(self.backend)      # BackendError now, not after loading data
 
+    @classmethod
+    def from_settings(cls, **settings) -> "TrainConfig":
+        """A configuration of ``settings``, the data set's own defaults filling what is not given
+        (folders of images: the paper's ImageNet batch 256 and 530k iterations; data/kinds.py)."""
+        name = settings.get("dataset", cls.dataset)
+        defaults = KINDS[name].defaults() if name in KINDS else {}     # else: refused below
+        return cls(**{**defaults, **settings})
+
     @property
     def recipe(self) -> str:
-        """The paper's schedule this run scales: "imagenet" for folders of images, else "cifar"."""
-        return "imagenet" if self.dataset == "folder" else "cifar"
+        """The paper's schedule this run scales: "imagenet" for folders of images, else "cifar"
+        (the data set's kind decides: data/kinds.py)."""
+        return KINDS[self.dataset].recipe
+
+    def schedule(self, iterations: int | None = None) -> StepSchedule:
+        """The run's learning-rate schedule (the one place it is made): ``lr`` divided by 10 at
+        the recipe's milestones scaled to ``iterations`` (the run's own when None)."""
+        return StepSchedule(self.lr, iterations or self.iterations, recipe=self.recipe)
 
     def replace(self, **changes) -> "TrainConfig":
         """A copy with some settings changed (validated again)."""
