@@ -32,17 +32,17 @@ def stack(n, c):
 
 
 class MaskHead(tnn.Module):
-    def __init__(self, c, attention):
+    def __init__(self, c, mask_activation):
         super().__init__()
         self.body = tnn.Sequential(tnn.BatchNorm2d(c), tnn.ReLU(), tnn.Conv2d(c, c, 1, bias=False),
                                    tnn.BatchNorm2d(c), tnn.ReLU(), tnn.Conv2d(c, c, 1, bias=False))
-        self.attention = attention
+        self.mask_activation = mask_activation
 
     def forward(self, x):
         x = self.body(x)
-        if self.attention == "mixed":
+        if self.mask_activation == "mixed":
             return torch.sigmoid(x)
-        if self.attention == "channel":
+        if self.mask_activation == "channel":
             return x / torch.sqrt((x * x).sum(1, keepdim=True) + 1e-12)
         mu = x.mean((2, 3), keepdim=True)
         var = ((x - mu) ** 2).mean((2, 3), keepdim=True)
@@ -50,7 +50,7 @@ class MaskHead(tnn.Module):
 
 
 class SoftMaskBranch(tnn.Module):
-    def __init__(self, c, k, r, attention):
+    def __init__(self, c, k, r, mask_activation):
         super().__init__()
         self.k = k
         for i in range(k):
@@ -58,7 +58,7 @@ class SoftMaskBranch(tnn.Module):
         for i in range(k - 1):
             self.add_module(f"skip{i}", ResidualUnit(c, c))
             self.add_module(f"up{i}", stack(r, c))
-        self.head = MaskHead(c, attention)
+        self.head = MaskHead(c, mask_activation)
 
     def forward(self, x):
         feats, d = [], x
@@ -73,10 +73,10 @@ class SoftMaskBranch(tnn.Module):
 
 
 class AttentionModule(tnn.Module):
-    def __init__(self, c, k, p, t, r, attention, learning):
+    def __init__(self, c, k, p, t, r, mask_activation, learning):
         super().__init__()
         self.pre, self.trunk, self.post = stack(p, c), stack(t, c), stack(p, c)
-        self.mask = SoftMaskBranch(c, k, r, attention)
+        self.mask = SoftMaskBranch(c, k, r, mask_activation)
         self.learning = learning
 
     def forward(self, x):
@@ -86,7 +86,7 @@ class AttentionModule(tnn.Module):
 
 
 class Network(tnn.Module):
-    def __init__(self, spec, num_classes=10, attention="mixed", learning="arl"):
+    def __init__(self, spec, num_classes=10, mask_activation="mixed", learning="arl"):
         super().__init__()
         if spec.stem == "cifar":
             self.stem = tnn.Sequential(tnn.Conv2d(spec.in_channels, spec.stem_width, 3, 1, 1, bias=False))
@@ -96,7 +96,7 @@ class Network(tnn.Module):
         ch = spec.stem_width
         for i, (w, m, k, u) in enumerate(zip(spec.widths, spec.modules, spec.pools, spec.units)):
             blocks = [ResidualUnit(ch, w, 1 if i == 0 else 2)] + [ResidualUnit(w, w) for _ in range(u)]
-            blocks += [AttentionModule(w, k, spec.p, spec.t, spec.r, attention, learning) for _ in range(m)]
+            blocks += [AttentionModule(w, k, spec.p, spec.t, spec.r, mask_activation, learning) for _ in range(m)]
             self.add_module(f"stage{i + 1}", tnn.Sequential(*blocks))
             ch = w
         final = []

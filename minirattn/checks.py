@@ -81,3 +81,15 @@ def pair(name: str, v, minimum: int = 1):
         return check_positive_int(name, v[0], minimum), check_positive_int(name, v[1], minimum)
     v = check_positive_int(name, v, minimum)
     return v, v
+
+
+def old_name(settings: dict, old: str, new: str, value, default):
+    """The value of setting ``new``, taking it from ``settings[old]`` (popped) when it came by
+    its earlier name ``old``; both given, with different values, is an error."""
+    if old not in settings:
+        return value
+    given = settings.pop(old)
+    if value != default and value != given:
+        raise ValueError(f"{old} is the earlier name of {new}: give one of them, got "
+                         f"{old}={given!r} and {new}={value!r}")
+    return given

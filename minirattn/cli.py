@@ -39,7 +39,7 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
-    from .functional import ATTENTION_TYPES, LEARNING_RULES
+    from .functional import LEARNING_RULES, MASK_ACTIVATIONS
     from .models import MASKS, REGISTRY
     p = argparse.ArgumentParser(
         prog="minirattn",
@@ -85,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on convolution and FC weights only")
     t.add_argument("--label-noise", type=float, default=0.0,
                    help="1 - r of Eq. (7): the share of training labels replaced, in [0, 1)")
-    t.add_argument("--attention", default="mixed", choices=ATTENTION_TYPES,
-                   help="the mask activation: f1 mixed, f2 channel, f3 spatial (Table 1)")
+    t.add_argument("--mask-activation", "--attention", default="mixed",
+                   choices=tuple(MASK_ACTIVATIONS),
+                   help="the mask activation: f1 mixed, f2 channel, f3 spatial (Table 1); "
+                        "--attention is its earlier name")
     t.add_argument("--learning", default="arl", choices=LEARNING_RULES,
                    help="attention residual learning H = (1 + M) T, or naive H = M T (Table 3)")
     t.add_argument("--mask", default="soft", choices=MASKS,
@@ -239,7 +241,8 @@ def _run(args) -> int:
     config = TrainConfig(
         arch=args.arch, dataset=args.dataset, data_dir=args.data_dir, download=args.download,
         backend=args.backend, iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
-        weight_decay=args.weight_decay, label_noise=args.label_noise, attention=args.attention,
+        weight_decay=args.weight_decay, label_noise=args.label_noise,
+        mask_activation=args.mask_activation,
         learning=args.learning, mask=args.mask, seed=args.seed,
         checkpoint_dir=args.checkpoint_dir or "auto",
         resume={None: False, "yes": True, "auto": "auto"}[args.resume],

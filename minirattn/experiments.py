@@ -86,7 +86,7 @@ def _depths(rule):
 TABLES = {
     "table1": Table(
         "table1", "Table 1: attention type (Attention-56)",
-        tuple(Variant(a, dict(arch="attention56", attention=a))
+        tuple(Variant(a, dict(arch="attention56", mask_activation=a))
               for a in ("mixed", "channel", "spatial")),
         (Ordering("mixed", "channel"), Ordering("mixed", "spatial"))),
     "table3": Table(

@@ -57,7 +57,7 @@ def test_paper_scale_is_exactly_the_papers_networks_and_recipe(table):
                 c.augment, c.model_kwargs, c.dtype) == ("cifar10", 160_000, 64, 0.1, 0.9, 1e-4,
                                                         True, {}, "float32")
         assert StepSchedule(c.lr, c.iterations).milestones == (64_000, 96_000)
-        net = build(c.arch, attention=c.attention, learning=c.learning, mask=c.mask)
+        net = build(c.arch, mask_activation=c.mask_activation, learning=c.learning, mask=c.mask)
         registry = build(c.arch)
         if c.mask == "soft":                            # the registry's network, parameter for
             assert net.num_parameters() == registry.num_parameters()      # parameter

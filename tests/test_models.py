@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minirattn import gradcheck, nn
-from minirattn.functional import LEARNING_RULES, ATTENTION_TYPES
+from minirattn.functional import LEARNING_RULES, MASK_ACTIVATIONS
 from minirattn.models import (AttentionModule, LocalMask, ResidualUnit, SoftMaskBranch, build,
                               collect_masks, feature_response, list_models)
 
@@ -58,9 +58,10 @@ def test_local_mask_gradients():
 
 # ---- attention module -------------------------------------------------------------------------
 @pytest.mark.parametrize("learning", LEARNING_RULES)
-@pytest.mark.parametrize("attention", ATTENTION_TYPES)
-def test_attention_module_gradients(attention, learning):
-    mod = AttentionModule(4, 2, p=1, t=1, r=1, attention=attention, learning=learning, rng=4, dtype=D)
+@pytest.mark.parametrize("activation", sorted(MASK_ACTIVATIONS))
+def test_attention_module_gradients(activation, learning):
+    mod = AttentionModule(4, 2, p=1, t=1, r=1, mask_activation=activation, learning=learning, rng=4,
+                          dtype=D)
     gradcheck(mod, [x_of((3, 4, 8, 8), seed=5)], eps=EPS, elementwise_limit=0, n_directions=2, tol=1e-6)
     assert mod.last_mask.shape == mod.last_trunk.shape == (3, 4, 8, 8)
 
@@ -196,7 +197,8 @@ def test_fig4_in_miniature_nal_attenuates_the_deep_stack():
 
 @pytest.mark.parametrize("kwargs,words", [
     (dict(name="attention57"), "unknown network 'attention57'"),
-    (dict(name="attention56", attention="soft"), "unknown attention 'soft'"),
+    (dict(name="attention56", mask_activation="soft"), "unknown mask_activation 'soft'"),
+    (dict(name="attention56", attention="soft"), "unknown mask_activation 'soft'"),   # old name
     (dict(name="attention56", learning="residual"), "unknown learning 'residual'"),
     (dict(name="attention56", mask="global"), "unknown mask 'global'"),
     (dict(name="attention56", p=0), r"spec.p: expected an int >= 1, got 0"),

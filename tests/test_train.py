@@ -362,8 +362,18 @@ def test_missing_or_empty_data_folders_and_wrong_md5(tmp_path):
 # ---- the training configuration and the loop's parts -----------------------------------------
 def test_config_is_validated_at_construction_and_round_trips_through_a_checkpoint(tmp_path):
     from minirattn.training import TrainConfig
-    with pytest.raises(ValueError, match="unknown attention 'soft'"):
-        TrainConfig(attention="soft")
+    with pytest.raises(ValueError, match="unknown mask_activation 'soft'"):
+        TrainConfig(mask_activation="soft")
+    with pytest.raises(ValueError, match="unknown mask_activation 'soft'"):
+        TrainConfig(attention="soft")                                    # its earlier name
+    old = TrainConfig(attention="spatial")
+    assert old.mask_activation == "spatial" and "attention" not in old.to_dict()
+    assert old == TrainConfig(mask_activation="spatial")
+    assert TrainConfig.from_dict(dict(attention="channel")).mask_activation == "channel"
+    earlier = {k: v for k, v in old.to_dict().items() if k != "mask_activation"}
+    assert old.differences(dict(earlier, attention="spatial")) == {}   # a record of before
+    with pytest.raises(ValueError, match="attention is the earlier name of mask_activation"):
+        TrainConfig(attention="spatial", mask_activation="channel")
     with pytest.raises(TypeError, match="eval_every: expected an int, got float 2.5"):
         TrainConfig(eval_every=2.5)
     with pytest.raises(ValueError, match=r"momentum: expected a number in \[0, 1\)"):

@@ -38,7 +38,7 @@ print("f1 range", m1.min().round(3), m1.max().round(3), "| f2 channel norms 1 | 
 # f1 is elementwise: $\partial M/\partial x = M(1-M)$. f2 couples the channels at a position:
 # $\partial M_c/\partial x_k = (\mathbb 1[c=k] - M_c M_k)/n$, a projection that removes the radial
 # direction, so moving $x$ along itself does not change $M$. f3 couples the positions of a channel, with
-# the same algebra as batch norm. Derivations: `docs/math/attention.md`.
+# the same algebra as batch norm. Derivations: `docs/math/mask_activations.md`.
 
 # %%
 # The f2 Jacobian at each position is symmetric, so the backward applied to x computes J x, the change

@@ -8,7 +8,8 @@ gradients. Each family lives in one file with its forward and backward side by s
 derivations are in ``docs/math/``.
 """
 from .activations import relu_forward, relu_backward, sigmoid, sigmoid_forward, sigmoid_backward
-from .attention import attention_residual_forward, attention_residual_backward, LEARNING_RULES
+from .attention_residual import (attention_residual_forward, attention_residual_backward,
+                                 LEARNING_RULES)
 from .batchnorm import (
     batchnorm2d_forward, batchnorm2d_backward, batchnorm2d_running_stats, BATCHNORM_METHODS,
 )
@@ -16,7 +17,7 @@ from .conv import conv2d_forward, conv2d_backward, conv_output_size, CONV_METHOD
 from .mask import (
     f1_mixed_forward, f1_mixed_backward, f2_channel_forward, f2_channel_backward,
     f3_spatial_forward, f3_spatial_backward, mask_activation_forward, mask_activation_backward,
-    ATTENTION_TYPES,
+    MASK_ACTIVATIONS,
 )
 from .linear import linear_forward, linear_backward
 from .loss import softmax_cross_entropy, log_softmax

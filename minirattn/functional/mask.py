@@ -1,24 +1,21 @@
 """The paper's mask activations (Sec. 3.3): what turns the soft mask branch's output into M.
 
-Derivations: docs/math/attention.md
+Derivations: docs/math/mask_activations.md
 
 f1 mixed:    M = sigmoid(x), per channel and position.
 f2 channel:  M = x / sqrt(sum_c x_c^2 + eps), the L2 normalisation over channels at each position.
 f3 spatial:  M = sigmoid((x - mean) / sqrt(var + eps)), mean and biased var per sample and
              channel over the H x W positions.
 
-The networks' ``attention`` argument names one of them (the paper's Table 1: mixed, channel
-and spatial attention).
+The networks' ``mask_activation`` argument names one of them (the paper's Table 1: mixed,
+channel and spatial attention). :data:`MASK_ACTIVATIONS` is the one registry of their
+forward/backward pairs: a new activation is a pair of functions and one entry there.
 """
 from __future__ import annotations
 
 from .. import backend
 from ..checks import check_array, check_choice
 from .activations import sigmoid, sigmoid_grad
-
-#: The values of the ``attention`` argument: f1, f2, f3 by the paper's names.
-ATTENTION_TYPES = ("mixed", "channel", "spatial")
-
 
 def f1_mixed_forward(x):
     """x: (N, C, H, W) -> M = sigmoid(x); the cache is M."""
@@ -70,22 +67,23 @@ def f3_spatial_backward(dm, cache):
     return dx
 
 
-_FORWARD = {"mixed": f1_mixed_forward, "channel": f2_channel_forward, "spatial": f3_spatial_forward}
-_BACKWARD = {
-    "mixed": f1_mixed_backward,
-    "channel": f2_channel_backward,
-    "spatial": f3_spatial_backward,
+#: name -> (forward, backward): the values of the ``mask_activation`` argument, f1, f2, f3 by the
+#: paper's names.
+MASK_ACTIVATIONS = {
+    "mixed": (f1_mixed_forward, f1_mixed_backward),
+    "channel": (f2_channel_forward, f2_channel_backward),
+    "spatial": (f3_spatial_forward, f3_spatial_backward),
 }
 
 
-def mask_activation_forward(x, attention="mixed"):
+def mask_activation_forward(x, activation="mixed"):
     """Dispatch to f1/f2/f3 by the paper's names "mixed" | "channel" | "spatial"."""
-    check_choice("attention", attention, ATTENTION_TYPES)
-    m, cache = _FORWARD[attention](x)
-    return m, (attention, cache)
+    check_choice("mask_activation", activation, tuple(MASK_ACTIVATIONS))
+    m, cache = MASK_ACTIVATIONS[activation][0](x)
+    return m, (activation, cache)
 
 
 def mask_activation_backward(dm, cache):
     """dx of whichever activation made ``cache``."""
-    attention, inner = cache
-    return _BACKWARD[attention](dm, inner)
+    activation, inner = cache
+    return MASK_ACTIVATIONS[activation][1](dm, inner)

@@ -32,9 +32,9 @@ from .units import ResidualUnit, is_post_activation, stack
 MASKS = ("soft", "local")
 
 
-def check_choices(attention="mixed", learning="arl", mask="soft"):
-    """Raise a clear ValueError for an unknown attention type, learning rule or mask."""
-    for name, value, choices in (("attention", attention, F.ATTENTION_TYPES),
+def check_choices(mask_activation="mixed", learning="arl", mask="soft"):
+    """Raise a clear ValueError for an unknown mask activation, learning rule or mask."""
+    for name, value, choices in (("mask_activation", mask_activation, tuple(F.MASK_ACTIVATIONS)),
                                  ("learning", learning, F.LEARNING_RULES), ("mask", mask, MASKS)):
         check_choice(name, value, choices)
 
@@ -44,7 +44,7 @@ class MaskHead(nn.Module):
     first BN-ReLU after post-activation units); each BN-ReLU pair is one
     ``BatchNorm2d(relu=True)``."""
 
-    def __init__(self, channels, attention="mixed", *, pre_activation=True, rng=None,
+    def __init__(self, channels, mask_activation="mixed", *, pre_activation=True, rng=None,
                  dtype="float32"):
         super().__init__()
         first = (nn.BatchNorm2d(channels, relu=True, dtype=dtype),) if pre_activation else ()
@@ -52,7 +52,7 @@ class MaskHead(nn.Module):
                   nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
                   nn.BatchNorm2d(channels, relu=True, dtype=dtype),
                   nn.Conv2d(channels, channels, 1, bias=False, rng=rng, dtype=dtype),
-                  nn.MaskActivation(attention))
+                  nn.MaskActivation(mask_activation))
         # numbered as PyTorch numbers BN, ReLU, conv, BN, ReLU, conv, act (each BN here applies
         # the ReLU after it), so that state_dict keys match a model of separate modules
         names = ("0", "2", "3", "5", "6") if pre_activation else ("0", "1", "3", "4")
@@ -68,8 +68,8 @@ class MaskHead(nn.Module):
 class SoftMaskBranch(nn.Module):
     """Bottom-up top-down mask with ``k`` max-pools: (N, C, H, W) -> M of the same shape."""
 
-    def __init__(self, channels, k, r=1, attention="mixed", *, unit=ResidualUnit, rng=None,
-                 dtype="float32"):
+    def __init__(self, channels, k, r=1, mask_activation="mixed", *, unit=ResidualUnit,
+                 rng=None, dtype="float32"):
         super().__init__()
         self.k, self.r = k, r
         kw = dict(rng=rng, dtype=dtype)
@@ -82,7 +82,7 @@ class SoftMaskBranch(nn.Module):
             self.add_module(f"upsample{i}", nn.UpsampleBilinear())
             self.add_module(f"up{i}", stack(r, channels, unit=unit, **kw))
         self.upsample_out = nn.UpsampleBilinear()
-        self.head = MaskHead(channels, attention, pre_activation=not is_post_activation(unit),
+        self.head = MaskHead(channels, mask_activation, pre_activation=not is_post_activation(unit),
                              **kw)
 
     def _m(self, kind, i):
@@ -120,11 +120,11 @@ class SoftMaskBranch(nn.Module):
 class LocalMask(nn.Module):
     """Table 4's "local convolutions" mask: residual units at full resolution, same head."""
 
-    def __init__(self, channels, n_units=3, attention="mixed", *, unit=ResidualUnit, rng=None,
-                 dtype="float32"):
+    def __init__(self, channels, n_units=3, mask_activation="mixed", *, unit=ResidualUnit,
+                 rng=None, dtype="float32"):
         super().__init__()
         self.units = stack(n_units, channels, unit=unit, rng=rng, dtype=dtype)
-        self.head = MaskHead(channels, attention, pre_activation=not is_post_activation(unit),
+        self.head = MaskHead(channels, mask_activation, pre_activation=not is_post_activation(unit),
                              rng=rng, dtype=dtype)
 
     def forward(self, x):
@@ -138,16 +138,16 @@ class AttentionModule(nn.Module):
     """(N, C, H, W) -> (N, C, H, W). Keeps its last mask ``last_mask`` (M) and trunk output
     ``last_trunk`` (T) for inspection."""
 
-    def __init__(self, channels, k, p=1, t=2, r=1, attention="mixed", learning="arl", mask="soft",
-                 *, unit=ResidualUnit, rng=None, dtype="float32"):
+    def __init__(self, channels, k, p=1, t=2, r=1, mask_activation="mixed", learning="arl",
+                 mask="soft", *, unit=ResidualUnit, rng=None, dtype="float32"):
         super().__init__()
-        check_choices(attention, learning, mask)
+        check_choices(mask_activation, learning, mask)
         kw = dict(unit=unit, rng=rng, dtype=dtype)
-        self.learning, self.attention, self.mask_kind = learning, attention, mask
+        self.learning, self.mask_activation, self.mask_kind = learning, mask_activation, mask
         self.pre = stack(p, channels, **kw)
         self.trunk = stack(t, channels, **kw)
-        self.mask = (SoftMaskBranch(channels, k, r, attention, **kw) if mask == "soft"
-                     else LocalMask(channels, 3, attention, **kw))
+        self.mask = (SoftMaskBranch(channels, k, r, mask_activation, **kw) if mask == "soft"
+                     else LocalMask(channels, 3, mask_activation, **kw))
         self.post = stack(p, channels, **kw)
         self.last_mask = self.last_trunk = None
         self._cache = None
@@ -167,4 +167,5 @@ class AttentionModule(nn.Module):
         return self.pre.backward(da)
 
     def extra_repr(self):
-        return f"learning={self.learning!r}, attention={self.attention!r}, mask={self.mask_kind!r}"
+        return (f"learning={self.learning!r}, mask_activation={self.mask_activation!r}, "
+                f"mask={self.mask_kind!r}")

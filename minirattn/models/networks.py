@@ -100,14 +100,14 @@ class ResidualAttentionNetwork(nn.Module):
     """(N, in_channels, S, S) -> logits (N, num_classes). ``stage_outputs`` keeps each stage's
     output of the last forward (for the feature response of the paper's Fig. 4)."""
 
-    def __init__(self, spec: NetworkSpec = NetworkSpec(), num_classes=10, attention="mixed",
+    def __init__(self, spec: NetworkSpec = NetworkSpec(), num_classes=10, mask_activation="mixed",
                  learning="arl", mask="soft", *, seed=0, dtype="float32", name="custom"):
         super().__init__()
         validate_spec(spec)
         check_positive_int("num_classes", num_classes, 2)
-        check_choices(attention, learning, mask)
+        check_choices(mask_activation, learning, mask)
         self.spec, self.num_classes, self.name = spec, num_classes, name
-        self.config = dict(attention=attention, learning=learning, mask=mask)
+        self.config = dict(mask_activation=mask_activation, learning=learning, mask=mask)
         rng = backend.default_rng(seed)
         kw = dict(rng=rng, dtype=dtype)
         unit = unit_factory(spec.unit, spec.cardinality)
@@ -130,7 +130,7 @@ class ResidualAttentionNetwork(nn.Module):
             blocks = [unit(ch, w, stride=1 if i == 0 else 2, **kw)]
             blocks += [unit(w, w, **kw) for _ in range(u)]
             blocks += [
-                AttentionModule(w, k, spec.p, spec.t, spec.r, attention, learning, mask,
+                AttentionModule(w, k, spec.p, spec.t, spec.r, mask_activation, learning, mask,
                                 unit=unit, **kw)
                 for _ in range(m)
             ]

@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from ..checks import check_choice
+from ..checks import check_choice, old_name
 from .networks import NetworkSpec, ResidualAttentionNetwork
 
 
@@ -59,7 +59,7 @@ REGISTRY = {
 def build(
     name: str,
     num_classes: int = 10,
-    attention: str = "mixed",
+    mask_activation: str = "mixed",
     learning: str = "arl",
     mask: str = "soft",
     *,
@@ -68,7 +68,10 @@ def build(
     **spec_overrides,
 ) -> ResidualAttentionNetwork:
     """Build a registered network; ``spec_overrides`` replace fields of its NetworkSpec
-    (e.g. ``widths=(16, 32, 64), stem_width=8, final_width=64`` for a narrow one)."""
+    (e.g. ``widths=(16, 32, 64), stem_width=8, final_width=64`` for a narrow one).
+    ``attention=`` is accepted as the old name of ``mask_activation``."""
+    mask_activation = old_name(spec_overrides, "attention", "mask_activation", mask_activation,
+                               "mixed")
     check_choice("network", name, sorted(REGISTRY))
     spec = REGISTRY[name][0]
     if spec_overrides:
@@ -78,7 +81,7 @@ def build(
                              f"{sorted(NetworkSpec.__dataclass_fields__)}")
         spec = spec.replace(**spec_overrides)
     return ResidualAttentionNetwork(
-        spec, num_classes, attention, learning, mask, seed=seed, dtype=dtype, name=name
+        spec, num_classes, mask_activation, learning, mask, seed=seed, dtype=dtype, name=name
     )
 
 

@@ -222,18 +222,17 @@ class MaskActivation(_Op):
     """The paper's mask activation: "mixed" (f1), "channel" (f2) or "spatial" (f3)."""
     _forward, _backward = F.mask_activation_forward, F.mask_activation_backward
 
-    def __init__(self, attention="mixed"):
+    def __init__(self, activation="mixed"):
         super().__init__()
-        check_choice(
-            "attention", attention, F.ATTENTION_TYPES
-        )  # fail at construction, not at first call
-        self.attention = attention
+        # fail at construction, not at first call
+        check_choice("mask_activation", activation, tuple(F.MASK_ACTIVATIONS))
+        self.activation = activation
 
     def _hyper(self):
-        return (self.attention,)
+        return (self.activation,)
 
     def extra_repr(self):
-        return repr(self.attention)
+        return repr(self.activation)
 
 
 class Sequential(Module):

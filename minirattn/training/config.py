@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from .. import backend as B
-from ..checks import check_choice, check_number, check_positive_int
+from ..checks import check_choice, check_number, check_positive_int, old_name
 from ..data import DATASETS, KINDS
 from ..models import REGISTRY, check_choices
 from .optim import PAPER_ITERATIONS, StepSchedule
@@ -43,14 +43,16 @@ MACHINE_FIELDS = ("data_dir", "backend", "checkpoint_dir", "resume", "progress",
 class TrainConfig:
     """A training run: the paper's recipe by default (Sec. 4.1; docs/conventions.md).
 
-    arch: a registered network; dataset: "cifar10" | "cifar100" | "fashion-mnist" | "shapes";
+    arch: a registered network; dataset: "cifar10" | "cifar100" | "fashion-mnist" | "shapes" |
+    "folder" (below);
     checkpoint_dir: "auto" (runs/<dataset>-<arch>[-N]), a folder, or None to keep nothing;
     resume: False (a new run; a folder holding checkpoints is refused), True (continue the newest
     good checkpoint; nothing to continue is an error) or "auto" (continue if there is one);
     dtype: "float32" (the paper's and the default) or "float64" (slow; for exact comparisons);
     n_train / n_test: use the first images only (``shapes``: how many to generate, 10,000 /
     2,000 when left None); model_kwargs: fields of the network's NetworkSpec to override;
-    attention / learning / mask: the paper's ablations (Tables 1, 3, 4); label_noise: 1 - r of
+    mask_activation / learning / mask: the paper's ablations (Tables 1, 3, 4; ``attention`` is
+    accepted as the earlier name of mask_activation and stored as it); label_noise: 1 - r of
     Eq. (7). LR ``lr`` divided by 10 at 40% and 60% of ``iterations``.
     distributed: False (one process), True (the ranks ``mpiexec`` started; needs the ``dist``
     extra) or "auto" (data-parallel when launched on more than one rank); ``batch_size`` is then
@@ -60,8 +62,8 @@ class TrainConfig:
     dataset="folder": images from ``data_dir``/train/<class>/ and val/<class>/ (data/folder.py),
     cropped to ``image_size`` pixels (224 when None; the network's input size follows it),
     decoded by ``workers`` threads; the LR milestones follow the paper's ImageNet recipe (200k
-    and 400k of 530k, scaled); :func:`train_cifar` also defaults to its batch 256 and 530k
-    iterations there.
+    and 400k of 530k, scaled); :func:`train` (``from_settings``) also defaults to its batch 256
+    and 530k iterations there.
     """
     arch: str = "attention92"
     dataset: str = "cifar10"
@@ -71,7 +73,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     label_noise: float = 0.0
-    attention: str = "mixed"
+    mask_activation: str = "mixed"
     learning: str = "arl"
     mask: str = "soft"
     seed: int = 0
@@ -94,11 +96,18 @@ class TrainConfig:
     distributed: bool | str = False
     sync_batchnorm: bool = True
     workers: int = 4
+    # the earlier name of mask_activation: accepted, moved there, never recorded
+    attention: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
+        if self.attention is not None:
+            object.__setattr__(self, "mask_activation", old_name(
+                {"attention": self.attention}, "attention", "mask_activation",
+                self.mask_activation, "mixed"))
+            object.__setattr__(self, "attention", None)
         check_choice("arch", self.arch, sorted(REGISTRY))
         check_choice("dataset", self.dataset, DATASETS)
-        check_choices(self.attention, self.learning, self.mask)
+        check_choices(self.mask_activation, self.learning, self.mask)
         for name in ("iterations", "batch_size", "eval_every", "log_every", "workers"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("keep_checkpoints", self.keep_checkpoints, 0)
@@ -156,7 +165,7 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """The run's settings as JSON values (tuples become lists), without MACHINE_FIELDS."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-             if f.name not in MACHINE_FIELDS}
+             if f.name not in MACHINE_FIELDS and f.name != "attention"}
         return json.loads(json.dumps(d))
 
     @classmethod
@@ -176,5 +185,7 @@ class TrainConfig:
             # records written before the "model" entry kept the input size in model_kwargs
             saved["model_kwargs"] = {k: v for k, v in saved["model_kwargs"].items()
                                      if k not in ("in_channels", "input_size")}
+        if "attention" in saved and "mask_activation" not in saved:
+            saved["mask_activation"] = saved.pop("attention")     # its earlier name
         keys = [k for k in now if k not in PLACE_FIELDS and (k in RESUME_MAY_CHANGE) != identity]
         return {k: (saved.get(k), now[k]) for k in keys if saved.get(k) != now[k]}

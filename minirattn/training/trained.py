@@ -22,15 +22,17 @@ from .checkpoint import CheckpointError, load_checkpoint
 def model_settings(config, num_classes: int, image_shape) -> dict:
     """What :func:`rebuild_model` needs to build the run's network again (saved in checkpoints)."""
     C, H, _ = image_shape
-    return dict(arch=config.arch, num_classes=num_classes, attention=config.attention,
+    return dict(arch=config.arch, num_classes=num_classes, mask_activation=config.mask_activation,
                 learning=config.learning, mask=config.mask, dtype=config.dtype,
                 spec={"in_channels": C, "input_size": H, **config.model_kwargs})
 
 
 def rebuild_model(settings: dict, seed: int = 0):
-    """The network :func:`model_settings` describes, freshly initialised from ``seed``."""
+    """The network :func:`model_settings` describes, freshly initialised from ``seed``
+    (checkpoints written before the name ``mask_activation`` call it ``attention``)."""
+    activation = settings.get("mask_activation", settings.get("attention"))
     return build(settings["arch"], num_classes=settings["num_classes"],
-                 attention=settings["attention"], learning=settings["learning"],
+                 mask_activation=activation, learning=settings["learning"],
                  mask=settings["mask"], seed=seed, dtype=settings.get("dtype", "float32"),
                  **settings["spec"])
 

@@ -1,6 +1,6 @@
 """The attention combination (Eq. 3): the trunk's output T filtered by the mask M.
 
-Derivations: docs/math/attention.md
+Derivations: docs/math/attention_residual.md
 
 ARL:         H = (1 + M) * T     (attention residual learning, the default)
 NAL:         H = M * T           (naive attention learning)
