@@ -141,7 +141,7 @@ def main(argv=None):
         except Exception as exc:  # noqa: BLE001 - reported in the table
             s, note, t = "FAILED", f"{type(exc).__name__}: {str(exc)[:120]}", 0.0
         rows.append((name, s, note, t))
-    print(f"\n| check | status | result | seconds |\n| --- | --- | --- | ---: |")
+    print("\n| check | status | result | seconds |\n| --- | --- | --- | ---: |")
     for name, s, note, t in rows:
         print(f"| {name} | {s} | {note} | {t:.0f} |")
     return 0 if all(r[1] in ("ok", "skipped") for r in rows) else 1

@@ -9,7 +9,6 @@ import gzip
 import os
 import pickle
 import re
-import shutil
 
 import numpy as np
 import pytest

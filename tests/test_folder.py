@@ -1,6 +1,5 @@
 """Folders of images (data/folder.py): labels, decoding of every mode, the paper's ImageNet
 augmentation, exact resume, clear errors, and a small network that learns from them."""
-import math
 import os
 import warnings
 
