@@ -44,16 +44,13 @@ def _set_threads(n):
 def _setup(arch, batch, seed=0):
     import numpy as np
     import torch
-    sys.path.insert(0, HERE)
-    from torch_twin import Network, numpy_state
-    from minirattn.models import REGISTRY, build
-    spec = REGISTRY[arch][0]
+    from minirattn.interop.torch import to_torch
+    from minirattn.models import build
     torch.manual_seed(seed)
-    twin = Network(spec)
     ours = build(arch, num_classes=10, seed=seed)
+    twin = to_torch(ours)                       # the same weights under the same names
     n_t = sum(p.numel() for p in twin.parameters())
     assert n_t == ours.num_parameters(), (n_t, ours.num_parameters())
-    ours.load_state_dict(numpy_state(twin))
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
     y = rng.integers(0, 10, batch)
@@ -96,7 +93,7 @@ def check_same_answer(twin, ours, x, y, device="cpu"):
     (device "cuda") the same, minirattn on CuPy against the twin on CUDA.
 
     Returns a dict of the measured relative errors."""
-    from torch_twin import numpy_state
+    from minirattn.interop.torch import numpy_state
     name = _backend_for(device)
     twin.double().to(device)
     ours.to(name, dtype="float64")
@@ -226,11 +223,10 @@ def _peak_child(which, arch, batch):
             minirattn_step(net, opt, x, y)
     else:
         import torch
-        sys.path.insert(0, HERE)
-        from torch_twin import Network
-        from minirattn.models import REGISTRY
+        from minirattn.interop.torch import to_torch
+        from minirattn.models import build
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-        net = Network(REGISTRY[arch][0])
+        net = to_torch(build(arch))
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
         x = torch.randn(batch, 3, 32, 32)
         y = torch.randint(0, 10, (batch,))

@@ -9,7 +9,7 @@ run-to-run spread shows: a training step of the global batch
 * minirattn, one process, 2 BLAS threads;
 * minirattn, 2 ranks of 1 thread each (``mpiexec -n 2``, synchronized batch norm): NumPy's
   elementwise work is single-threaded, so two ranks may use the two cores better;
-* the PyTorch twin (benchmarks/torch_twin.py) with 1 and with 2 threads (its best is reported).
+* the PyTorch twin (minirattn.interop.torch) with 1 and with 2 threads (its best is reported).
 
 Also counted on the 2 ranks: the bytes each rank hands to all-reduce per step and the number of
 calls (the gradient buffer once, synchronized batch norm three times per layer).
@@ -110,12 +110,10 @@ def child_ours(arch, batch, steps):
 
 def child_torch(arch, batch, steps, threads):
     import torch
-    sys.path.insert(0, HERE)
-    from torch_twin import Network
-    from minirattn.models import REGISTRY
+    from minirattn.interop.torch import to_torch
+    from minirattn.models import build
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    twin = Network(REGISTRY[arch][0])
+    twin = to_torch(build(arch))
     opt = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True,
                           weight_decay=1e-4)
     x, y = (torch.tensor(a) for a in _batch(batch))

@@ -133,11 +133,10 @@ def _cases(np, torch):
 
 
 def _attention_module_case(np, torch, arr):
-    from torch_twin import AttentionModule as TwinModule, numpy_state
+    from minirattn.interop.torch import numpy_state, to_torch
     from minirattn.models import AttentionModule
-    torch.manual_seed(0)
-    twin = TwinModule(64, 3, 1, 2, 1, "mixed", "arl")
-    ours_m = AttentionModule(64, 3, 1, 2, 1)
+    ours_m = AttentionModule(64, 3, 1, 2, 1, rng=0)
+    twin = to_torch(ours_m)
     # the same answer first, in float64 (through its eleven batch norms float32 round-off alone moves
     # the input gradient by ~1e-2, as in bench.py): output and input gradient to 1e-8
     twin.double()

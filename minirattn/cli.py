@@ -129,6 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n", type=int, default=6, help="how many test images (the first ones)")
     m.add_argument("--data-dir", default=None, help="the data set's folder, if not the default")
 
+    pr = command("predict", help="classify your own pictures and draw the masks over each")
+    pr.add_argument("--checkpoint", required=True, help="a ckpt-*.rattn file")
+    pr.add_argument("--out", default=None,
+                    help="folder for one <name>-masks.png per picture (none drawn when left out)")
+    pr.add_argument("--top", type=int, default=3, help="how many classes to print per picture")
+    pr.add_argument("--json", action="store_true", help="print JSON instead of one line each")
+    pr.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
+                    help="numpy (CPU) or cupy (GPU)")
+    pr.add_argument("images", nargs="+", help="picture files (any size, any Pillow format)")
+
+    ex = command("export", help="write a checkpoint's network as ONNX (the onnx extra)")
+    ex.add_argument("--checkpoint", required=True, help="a ckpt-*.rattn file")
+    ex.add_argument("--out", default="model.onnx", help="the .onnx file to write")
+
     pl = command("plot", help="draw the training curves from a metrics.json")
     pl.add_argument("--metrics", required=True, help="the metrics.json beside a run's checkpoints")
     pl.add_argument("--out", default="curves.png", help="the picture to write (PNG)")
@@ -214,6 +228,12 @@ def _run(args) -> int:
                   backend=args.backend, out=args.out, data_dir=args.data_dir,
                   download=args.download, progress=not args.no_progress)
         return 0
+    if args.command == "predict":
+        return _predict(args)
+    if args.command == "export":
+        from .interop.onnx import export_checkpoint
+        print(export_checkpoint(args.checkpoint, args.out))
+        return 0
     if args.command == "plot":
         from .viz import plot_training_curves
         print(plot_training_curves(args.metrics, args.out))
@@ -257,6 +277,26 @@ def _run(args) -> int:
         print(result.summary())
         print(f"metrics: {result.metrics_path}")
     return 0
+
+
+def _predict(args) -> int:
+    """``minirattn predict``: one line per picture (or JSON); a file that is not a usable picture
+    gets one line on stderr naming it, the others are still done, and the status is then 2."""
+    import json
+    from .training import predict_images
+    results, failures = predict_images(args.checkpoint, args.images, args.out, top=args.top,
+                                       backend=args.backend)
+    if args.json:
+        print(json.dumps(dict(results=results, failures=[dict(file=f, error=e)
+                                                         for f, e in failures]), indent=1))
+    else:
+        for r in results:
+            (best, p), rest = r["top"][0], r["top"][1:]
+            print(f"{r['file']}: {best} {p:.1%}" + "".join(f", {c} {q:.1%}" for c, q in rest)
+                  + (f" -> {r['masks']}" if "masks" in r else ""))
+    for path, message in failures:
+        print(f"minirattn: {message}", file=sys.stderr)
+    return 2 if failures else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,6 +3,7 @@ feature-response curve of the paper's Fig. 4. matplotlib is imported only here (
 from __future__ import annotations
 
 import json
+import os
 
 from . import backend
 from .functional import bilinear_forward
@@ -22,14 +23,20 @@ def _plt():
 
 
 def _save(fig, path):
-    """Write the figure; an output folder that does not exist or cannot be written is a clear
+    """Write the figure through a temporary file and a rename (an interrupted write leaves
+    nothing half-written); an output folder that does not exist or cannot be written is a clear
     OSError naming ``path``."""
+    tmp = f"{path}.tmp"
+    fmt = os.path.splitext(path)[1][1:].lower() or "png"
     try:
-        fig.savefig(path, dpi=DPI)
+        fig.savefig(tmp, dpi=DPI, format=fmt)
+        os.replace(tmp, path)
     except OSError as exc:
         raise OSError(f"cannot write the picture {path}: {exc.strerror or exc}") from exc
     finally:
         _plt().close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
 
@@ -105,12 +112,16 @@ MASK_LEGEND = ("Row title: true class / predicted class. Each column: the mask M
                "module, averaged over channels,\nupsampled to the image and overlaid; one colour "
                "scale per column (its bar below). Look for a colour on the object that differs "
                "from the background.")
+PREDICTED_LEGEND = MASK_LEGEND.replace("true class / predicted class",
+                                       "the predicted class and its probability")
 
 
-def mask_figure(model, x, images_uint8, classes=None, labels=None, predictions=None):
+def mask_figure(model, x, images_uint8, classes=None, labels=None, predictions=None,
+                titles=None):
     """The figure :func:`plot_masks` draws: (fig, {module: [overlay image of each row]},
     {module: its colour bar}). Every overlay of a module uses that module's one colour scale (the
-    min and max of its mask over all the images shown)."""
+    min and max of its mask over all the images shown). ``titles``: one per row, instead of the
+    true / predicted class."""
     plt = _plt()
     np = backend.numpy
     maps = mask_maps(model, x)
@@ -128,7 +139,9 @@ def mask_figure(model, x, images_uint8, classes=None, labels=None, predictions=N
         ax = fig.add_subplot(grid[i, 0])
         ax.imshow(img, cmap=cmap)
         ax.axis("off")
-        if labels is not None:
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=7)
+        elif labels is not None:
             title = classes[labels[i]] if classes else str(labels[i])
             if predictions is not None:
                 title += f" / {classes[predictions[i]] if classes else predictions[i]}"
@@ -146,7 +159,8 @@ def mask_figure(model, x, images_uint8, classes=None, labels=None, predictions=N
         bars[name] = fig.colorbar(overlays[name][0], cax=fig.add_subplot(grid[n, j + 1]),
                                   orientation="horizontal")
         bars[name].ax.tick_params(labelsize=5)
-    fig.text(0.01, 0.01, MASK_LEGEND, fontsize=5, va="bottom")
+    fig.text(0.01, 0.01, MASK_LEGEND if titles is None else PREDICTED_LEGEND, fontsize=5,
+             va="bottom")
     return fig, overlays, bars
 
 

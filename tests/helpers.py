@@ -134,3 +134,56 @@ TINY_NET = dict(widths=(8, 8, 16), stem_width=4, final_width=16, final_units=1)
 #: A training run of seconds: that network on 64 generated shapes images.
 TINY_RUN = dict(arch="attention56", dataset="shapes", n_train=64, n_test=32, batch_size=8,
                 progress=False, model_kwargs=TINY_NET)
+
+
+def need(module: str, extra: str):
+    """``module`` imported, or the test file skipped saying which extra brings it; where
+    MINIRATTN_REQUIRE_INTEROP=1 (CI installs the extras) a missing one fails instead."""
+    import importlib
+    import os
+    import pytest
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        reason = f"needs {module}: pip install -e '.[{extra}]'"
+        if os.environ.get("MINIRATTN_REQUIRE_INTEROP") == "1":
+            raise RuntimeError(f"MINIRATTN_REQUIRE_INTEROP=1 but {reason}") from None
+        pytest.skip(reason, allow_module_level=True)
+
+
+
+# ---- networks of every kind, narrow (the interop tests) -----------------------------------------
+#: Every (mask activation, learning rule, mask) of the paper's ablations.
+ABLATIONS = [(a, lr, m) for a in ("mixed", "channel", "spatial") for lr in ("arl", "nal")
+             for m in ("soft", "local")]
+
+
+def narrow(name):
+    """Overrides that make the registered network ``name`` build and run in about a second."""
+    from minirattn.models import REGISTRY
+    if REGISTRY[name][0].stem == "cifar":
+        return dict(widths=(8, 8, 16), stem_width=4, final_width=16)
+    return dict(widths=(32, 32, 32), stem_width=8, final_width=32, input_size=64, cardinality=4)
+
+
+def with_running_stats(model, seed=0):
+    """``model`` with the running statistics of one training-mode batch (batch norm's momentum
+    set to 1 for it), as a trained network has: evaluation mode then differs from the identity
+    BN of a fresh network, and the activations stay normalised however deep it is."""
+    from minirattn import nn
+    layers = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = 1.0
+    with model.mode(True):
+        model(network_input(model, n=16, seed=seed, dtype=str(model.dtype)))
+    for m, momentum in zip(layers, saved):
+        m.momentum = momentum
+    return model
+
+
+def network_input(model, n=3, seed=1, dtype="float32"):
+    """A random batch of the network's input shape."""
+    s = model.spec
+    return np.random.default_rng(seed).standard_normal(
+        (n, s.in_channels, s.input_size, s.input_size)).astype(dtype)

@@ -75,3 +75,31 @@ def test_fuse_is_the_plain_function_on_numpy():
     acc = np.zeros(3)
     assert backend.fuse(add_into)(acc, np.arange(3.0)) is None
     np.testing.assert_array_equal(acc, [0.0, 1.0, 2.0])
+
+
+#: The layers of the package, lowest first (docs/architecture.md): a module imports only from its
+#: own package or from layers below it, lazily imported names included.
+LAYERS = ["backend", "checks", "functional", "nn", "gradcheck", "models", "viz", "data",
+          "distributed", "training", "interop", "selfcheck", "experiments", "cli", "__main__",
+          "__init__"]
+
+
+def test_no_import_runs_back_up_the_layers():
+    import ast
+    import pathlib
+    import minirattn
+    root = pathlib.Path(minirattn.__file__).parent
+    upward = []
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root).parts
+        me = parts[0].removesuffix(".py")
+        assert me in LAYERS, f"{path}: a module the layer list does not know"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            if node.level - 1 < len(parts) - 1:               # within its own package
+                continue
+            targets = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            upward += [f"{path.relative_to(root)} imports {t}" for t in targets
+                       if t in LAYERS and LAYERS.index(t) > LAYERS.index(me)]
+    assert not upward, upward

@@ -49,7 +49,8 @@ def test_every_option_has_help_and_shows_its_default():
     from minirattn.cli import build_parser
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"train", "evaluate", "masks", "plot", "models", "check", "reproduce"}
+    assert set(commands) == {"train", "evaluate", "masks", "predict", "export", "plot", "models",
+                             "check", "reproduce"}
     for name, sub in commands.items():
         assert issubclass(sub.formatter_class, argparse.ArgumentDefaultsHelpFormatter), name
         for action in sub._actions:

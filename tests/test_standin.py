@@ -199,12 +199,17 @@ def test_fuse_counts_one_kernel_and_refuses_what_cupy_fuse_cannot_fuse(cp):
         chain(a, np.ones(3))                    # a host array
 
 
-def test_fused_scalars_are_weak_but_their_arithmetic_is_float64_as_in_cupy_fuse(cp):
+def test_fused_scalars_are_weak_but_their_arithmetic_is_float16_and_int8_as_in_cupy_fuse(cp):
     """A Python scalar argument keeps float32 arrays float32; an operation between two scalars
-    inside the fused function is a float64 variable in CuPy's kernel, and makes them float64."""
+    inside the fused function runs in float16 (floats) or int8 (integers, wrapping), as CuPy
+    14.2's fusion types it: 1 - 0.1 loses digits, 65536 - 1 wraps to -1."""
     x = cp.ones(3, dtype=np.float32)
-    assert backend.fuse(lambda xp, x, a: x * a)(x, 0.1).dtype == np.float32
-    assert backend.fuse(lambda xp, x, a: x * (1.0 - a))(x, 0.1).dtype == np.float64
+    exact = backend.fuse(lambda xp, x, a: x * a)(x, 0.1)
+    assert exact.dtype == np.float32 and float(exact[0]) == np.float32(0.1)
+    rounded = backend.fuse(lambda xp, x, a: x * (1.0 - a))(x, 0.1)
+    assert rounded.dtype == np.float32 and float(rounded[0]) == float(np.float16(0.9)) != 0.9
+    wrapped = backend.fuse(lambda xp, x, m: x * (m - 1))(x, 65536)
+    assert float(wrapped[0]) == -1.0
 
 
 def test_a_float32_step_keeps_every_array_float32(cp):

@@ -266,10 +266,11 @@ def test_checkpoint_folder_is_checked_before_training_and_stale_temporaries_go(t
     run.mkdir()
     (run / ".tmp-abc.ckpt").write_bytes(b"half a checkpoint")
     (run / "metrics.json.tmp").write_text("{")
+    (run / ".tmp-def.part").write_text("{")
     said = []
     train_cifar(iterations=2, eval_every=2, checkpoint_dir=str(run), echo=said.append, **TINY)
     assert sorted(os.listdir(run)) == ["ckpt-00000002.rattn", "metrics.json"]
-    assert sum("left by an interrupted write" in s for s in said) == 2
+    assert sum("left by an interrupted write" in s for s in said) == 3
 
 
 def _mount_tmpfs(path, size):
@@ -448,7 +449,10 @@ def test_only_the_data_package_tells_the_data_set_kinds_apart():
     assert not found, found
     from minirattn.data import DATASETS, kind
     assert [kind(n).recipe for n in DATASETS] == ["cifar"] * 4 + ["imagenet"]
-    assert kind("folder").defaults() == dict(iterations=530_000, batch_size=256)
+    from minirattn.training import TrainConfig
+    c = TrainConfig.from_settings(dataset="folder")
+    assert (c.iterations, c.batch_size) == (530_000, 256)
+    assert TrainConfig.from_settings(dataset="folder", batch_size=8).batch_size == 8
 
 
 def test_train_is_the_public_name_and_callbacks_see_every_iteration(tmp_path):

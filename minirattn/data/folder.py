@@ -74,8 +74,12 @@ def scan_split(folder: str):
     return paths, np.asarray(labels, dtype=np.int64), classes
 
 
-def load_rgb(path: str):
-    """The image at ``path`` as an RGB Pillow image (decoded now); DataError if it cannot be."""
+TRAINING_ADVICE = "; remove or replace it and run again (resume=True keeps the checkpoints)"
+
+
+def load_rgb(path: str, advice: str = TRAINING_ADVICE):
+    """The image at ``path`` as an RGB Pillow image (decoded now); DataError if it cannot be,
+    naming the file and the cause, then ``advice``."""
     Image = _pil()
     try:
         with Image.open(path) as im:
@@ -84,8 +88,7 @@ def load_rgb(path: str):
                 im = im.point(lambda v: v / 256).convert("L")
             return im.convert("RGB")
     except (OSError, ValueError, SyntaxError) as e:  # Pillow's UnidentifiedImageError is OSError
-        raise DataError(f"cannot decode image {path!r} ({type(e).__name__}: {e}); remove or "
-                        f"replace it and run again (resume=True keeps the checkpoints)") from e
+        raise DataError(f"cannot decode image {path!r} ({type(e).__name__}: {e}){advice}") from e
 
 
 def crop_window(width: int, height: int, rng, scale=CROP_SCALE, ratio=CROP_RATIO):

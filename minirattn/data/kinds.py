@@ -10,22 +10,27 @@ Two kinds:
   images are decoded when a batch is sliced (folder.py), at ``image_size`` pixels; normalisation is
   per channel with ImageNet's mean and std; thinning keeps images spread evenly over the sorted
   file list (every class keeps its share); the paper's ImageNet recipe (batch 256, 530k
-  iterations) is the default.
+  iterations and its milestones: training/optim.py) is the default.
 
 The training loop, the configuration and evaluation ask :func:`kind` and never test a data set's
 name themselves.
 """
 from __future__ import annotations
 
-from .base import Dataset
+from .. import backend
+from .base import Dataset, DataError
 from .cifar import load_cifar
 from .fashion_mnist import load_fashion_mnist
-from .folder import FolderStream, channel_stats, load_folder
+from .folder import FolderStream, channel_stats, eval_crop, load_folder, load_rgb
 from .pipeline import BatchStream, pixel_mean
 from .shapes import make_shapes
 
 #: How many ``shapes`` images are generated when a size is left None: (train, test).
 SHAPES_SIZES = (10000, 2000)
+
+#: The smallest side of a picture :meth:`ArrayKind.image_input` takes (smaller holds too little
+#: to crop a network input from).
+MIN_IMAGE_SIDE = 8
 
 
 class ArrayKind:
@@ -34,13 +39,9 @@ class ArrayKind:
     recipe = "cifar"                  # the paper's schedule it scales (training/optim.py)
     sized = False                     # whether image_size applies
 
-    def __init__(self, name: str, loader, verb: str = "loading"):
+    def __init__(self, name: str, loader, verb: str = "loading", pad: int = 0):
         self.name, self.loader, self.verb = name, loader, verb
-
-    def defaults(self) -> dict:
-        """Settings :func:`minirattn.train` uses when they are not given (none: the CIFAR
-        recipe is TrainConfig's own default)."""
-        return {}
+        self.pad = pad                # zero border the data set's images have (Fashion-MNIST: 2)
 
     def load(self, data_dir, download, *, seed, n_train, n_test, need_train, progress,
              image_size, workers) -> Dataset:
@@ -80,6 +81,26 @@ class ArrayKind:
         (``seed``, ``n_test`` of the run); thinned to ``n_test`` afterwards."""
         return dict(n_test=saved.get("n_test"), seed=saved["seed"])
 
+    def image_input(self, path: str, image_shape) -> object:
+        """uint8 (C, H, W) from the picture at ``path`` (any size, any Pillow mode), made as the
+        data set's own images are: greyscale or RGB as C says, the shorter side resized to the
+        image size (less the data set's zero border), the centre crop, the border added back.
+        DataError when it is not a picture or is smaller than :data:`MIN_IMAGE_SIDE`."""
+        np = backend.numpy
+        c, h, _ = image_shape
+        im = _checked(load_rgb(path, advice=""), path)
+        if c == 1:
+            im = im.convert("L")
+        inner = h - 2 * self.pad
+        scale = inner / min(im.width, im.height)
+        w2, h2 = max(inner, round(im.width * scale)), max(inner, round(im.height * scale))
+        im = im.resize((w2, h2), resample=_bilinear())
+        left, top = (w2 - inner) // 2, (h2 - inner) // 2
+        x = np.asarray(im.crop((left, top, left + inner, top + inner)), dtype=np.uint8)
+        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
+        p = self.pad
+        return np.pad(x, ((0, 0), (p, p), (p, p))) if p else x
+
 
 class FolderKind(ArrayKind):
     """Folders of images, decoded when sliced: ImageNet's statistics and recipe."""
@@ -89,11 +110,6 @@ class FolderKind(ArrayKind):
 
     def __init__(self, name: str = "folder"):
         super().__init__(name, load_folder)
-
-    def defaults(self) -> dict:
-        """The paper's ImageNet batch and length (Sec. 4.2)."""
-        from ..training.optim import IMAGENET_BATCH, IMAGENET_ITERATIONS
-        return dict(iterations=IMAGENET_ITERATIONS, batch_size=IMAGENET_BATCH)
 
     def load(self, data_dir, download, *, seed, n_train, n_test, need_train, progress,
              image_size, workers) -> Dataset:
@@ -128,6 +144,23 @@ class FolderKind(ArrayKind):
         """Thinned while loading (a folder split decodes when sliced), at the run's crop size."""
         return dict(n_test=n_test or saved.get("n_test"), image_size=saved.get("image_size"))
 
+    def image_input(self, path: str, image_shape) -> object:
+        """The evaluation crop of the folder data set: RGB, the shorter side resized to
+        size / 0.875, the centre (folder.py)."""
+        return eval_crop(_checked(load_rgb(path, advice=""), path), image_shape[1])
+
+
+def _checked(im, path):
+    if min(im.width, im.height) < MIN_IMAGE_SIDE:
+        raise DataError(f"{path} is {im.width}x{im.height} pixels: too small to crop a network "
+                        f"input from (at least {MIN_IMAGE_SIDE} pixels on each side)")
+    return im
+
+
+def _bilinear():
+    from .folder import _pil
+    return _pil().Resampling.BILINEAR
+
 
 def _cifar(name):
     return lambda data_dir, download, progress, **_: load_cifar(name, data_dir, download,
@@ -142,7 +175,8 @@ def _shapes(seed, n_train, n_test, need_train, **_):
 KINDS = {
     "cifar10": ArrayKind("cifar10", _cifar("cifar10")),
     "cifar100": ArrayKind("cifar100", _cifar("cifar100")),
-    "fashion-mnist": ArrayKind("fashion-mnist", lambda data_dir, **_: load_fashion_mnist(data_dir)),
+    "fashion-mnist": ArrayKind("fashion-mnist", lambda data_dir, **_: load_fashion_mnist(data_dir),
+                               pad=2),
     "shapes": ArrayKind("shapes", _shapes, verb="generating"),
     "folder": FolderKind(),
 }

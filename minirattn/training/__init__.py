@@ -14,8 +14,8 @@ from .extensions import (MetricLog, TrainingDiverged, LogRow, Evaluate, Divergen
                          AfterEvaluate, Progress, Checkpoints, default_extensions, weights_finite)
 from .runs import (run_folder, resolve_checkpoint_dir, resume_point, restore_run,
                    prepare_checkpoint_dir, save_run)
-from .trained import (evaluate, evaluate_checkpoint, channel_std, load_trained, load_test_split,
-                      predict)
+from .trained import (evaluate, evaluate_checkpoint, channel_std, class_names, load_trained,
+                      load_test_split, predict, predict_images)
 from .loop import (train, train_cifar, train_step, TrainResult, TrainData, Run, prepare_data,
                    build_model, start_run, loop)
 

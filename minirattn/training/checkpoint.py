@@ -42,19 +42,7 @@ def save_checkpoint(path: str, arrays: dict, meta: dict) -> str:
     digest = hashlib.sha256(payload).hexdigest().encode()
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC)
-            f.write(digest)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomically(path, MAGIC + digest + payload, suffix=".ckpt")
     try:
         dfd = os.open(folder, os.O_RDONLY)
         try:
@@ -97,6 +85,39 @@ def load_checkpoint(path: str):
 _NAME = re.compile(r"ckpt-(\d+)\.rattn$")
 
 
+def write_atomically(path: str, data: bytes, suffix: str = ".part") -> str:
+    """Write ``data`` to a temporary file beside ``path``, fsync it and rename it into place: a
+    reader sees the old file or the whole new one, and a failed write leaves no temporary."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix,
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def probe_folder(folder: str, what: str, advice: str = "", error=OSError) -> None:
+    """Create ``folder`` and write a test file there; ``error`` naming ``what`` (e.g.
+    "checkpoint_dir runs/a"), the cause and ``advice`` when it is a file or cannot be written."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise error(f"{what} is a file, not a folder{advice}")
+    probe = os.path.join(folder, ".write-test")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"minirattn")
+        os.remove(probe)
+    except OSError as exc:
+        raise error(f"cannot write in {what}: {exc.strerror or exc}{advice}") from exc
+
+
 def checkpoint_name(iteration: int) -> str:
     return f"ckpt-{iteration:08d}.rattn"
 
@@ -119,8 +140,10 @@ def latest_valid_checkpoint(folder: str, warn=print):
 
 def remove_stale_temporaries(folder: str) -> list:
     """Delete the temporary files that writes killed midway left in ``folder`` (``.tmp-*.ckpt``
-    of :func:`save_checkpoint`, ``metrics.json.tmp``); returns their paths."""
+    of :func:`save_checkpoint`, ``.tmp-*.part`` of :func:`write_atomically`, and
+    ``metrics.json.tmp`` of earlier versions); returns their paths."""
     stale = glob.glob(os.path.join(folder, ".tmp-*.ckpt")) + \
+        glob.glob(os.path.join(folder, ".tmp-*.part")) + \
         glob.glob(os.path.join(folder, "metrics.json.tmp"))
     for path in stale:
         os.remove(path)

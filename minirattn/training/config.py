@@ -14,7 +14,7 @@ from .. import backend as B
 from ..checks import check_choice, check_number, check_positive_int, old_name
 from ..data import DATASETS, KINDS
 from ..models import REGISTRY, check_choices
-from .optim import PAPER_ITERATIONS, StepSchedule
+from .optim import PAPER_ITERATIONS, RECIPE_SETTINGS, StepSchedule
 
 #: Settings that say where and how a run goes: a resumed run may change them, and ``to_dict``
 #: leaves the machine-specific ones out. All but one leave the numbers alone; sync_batchnorm
@@ -141,10 +141,11 @@ class TrainConfig:
 
     @classmethod
     def from_settings(cls, **settings) -> "TrainConfig":
-        """A configuration of ``settings``, the data set's own defaults filling what is not given
-        (folders of images: the paper's ImageNet batch 256 and 530k iterations; data/kinds.py)."""
+        """A configuration of ``settings``, the data set's recipe filling what is not given
+        (folders of images: the paper's ImageNet batch 256 and 530k iterations; the kind names
+        its recipe: data/kinds.py; the recipe its settings: optim.py)."""
         name = settings.get("dataset", cls.dataset)
-        defaults = KINDS[name].defaults() if name in KINDS else {}     # else: refused below
+        defaults = RECIPE_SETTINGS[KINDS[name].recipe] if name in KINDS else {}   # else refused
         return cls(**{**defaults, **settings})
 
     @property

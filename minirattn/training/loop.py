@@ -72,6 +72,7 @@ class TrainData:
     n_train: int
     flipped: int
     std: object = None
+    classes: list = field(default_factory=list)
 
 
 def prepare_data(config: TrainConfig, echo=print) -> TrainData:
@@ -93,7 +94,7 @@ def prepare_data(config: TrainConfig, echo=print) -> TrainData:
     stream = k.stream(data.x_train, y_train, mean, std, config.batch_size, seed=config.seed,
                       augment=config.augment)
     return TrainData(stream, data.x_test, data.y_test, mean, data.num_classes, data.image_shape,
-                     len(y_train), len(flipped), std)
+                     len(y_train), len(flipped), std, list(data.classes))
 
 
 def build_model(config: TrainConfig, data: TrainData):

@@ -23,6 +23,9 @@ IMAGENET_BATCH = 256
 #: recipe -> (the paper's iterations, its milestones)
 RECIPES = {"cifar": (PAPER_ITERATIONS, PAPER_MILESTONES),
            "imagenet": (IMAGENET_ITERATIONS, IMAGENET_MILESTONES)}
+#: recipe -> the settings it changes from TrainConfig's defaults (the CIFAR recipe's)
+RECIPE_SETTINGS = {"cifar": {}, "imagenet": dict(iterations=IMAGENET_ITERATIONS,
+                                                 batch_size=IMAGENET_BATCH)}
 
 
 def decays(name: str) -> bool:

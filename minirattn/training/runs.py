@@ -16,8 +16,9 @@ import os
 import shutil
 
 from .checkpoint import (CheckpointError, CheckpointWriteError, checkpoint_name,
-                         latest_valid_checkpoint, list_checkpoints, prune_checkpoints,
-                         remove_stale_temporaries, save_checkpoint)
+                         latest_valid_checkpoint, list_checkpoints, probe_folder,
+                         prune_checkpoints, remove_stale_temporaries, save_checkpoint,
+                         write_atomically)
 from .config import AUTO, RESUME_MAY_CHANGE, TrainConfig
 from .trained import model_settings, section
 
@@ -119,18 +120,8 @@ def prepare_checkpoint_dir(config: TrainConfig, model, echo=print) -> None:
     folder = config.checkpoint_dir
     if not folder:
         return
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise CheckpointWriteError(f"checkpoint_dir {folder} is a file, not a folder: choose "
-                                   f"another checkpoint_dir")
-    probe = os.path.join(folder, ".write-test")
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(probe, "wb") as f:
-            f.write(b"minirattn")
-        os.remove(probe)
-    except OSError as exc:
-        raise CheckpointWriteError(f"cannot write in checkpoint_dir {folder}: "
-                                   f"{exc.strerror or exc}; choose another checkpoint_dir") from exc
+    probe_folder(folder, f"checkpoint_dir {folder}", "; choose another checkpoint_dir",
+                 CheckpointWriteError)
     for stale in remove_stale_temporaries(folder):
         echo(f"removed {stale}, left by an interrupted write")
     arrays = list(model.state_dict().values()) + model.parameters()      # + the velocities
@@ -146,7 +137,7 @@ def run_record(config: TrainConfig, data, model) -> dict:
     """What checkpoints and metrics.json say of the run: its settings and what they gave, as
     JSON values (tuples become lists), so the record reads back equal to itself."""
     record = dict(config.to_dict(), num_classes=data.num_classes, parameters=model.num_parameters(),
-                  flipped=data.flipped,
+                  flipped=data.flipped, classes=data.classes,
                   model=model_settings(config, data.num_classes, data.image_shape))
     return json.loads(json.dumps(record))
 
@@ -175,14 +166,5 @@ def save_run(config: TrainConfig, record: dict, model, optimizer, mean, history,
 
 
 def write_metrics(path, record, history):
-    """metrics.json through a temporary file and a rename; the temporary file never outlives a
-    failed write."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(dict(config=record, history=history), f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """metrics.json, written atomically (checkpoint.py): a failed write leaves the old one."""
+    write_atomically(path, json.dumps(dict(config=record, history=history), indent=1).encode())

@@ -6,9 +6,12 @@
 - :func:`load_test_split`: the test images the run was tested on, through the same entry point.
 - :func:`evaluate`: accuracy and mean loss in evaluation mode (summed over the ranks when
   data-parallel); :func:`evaluate_checkpoint` does it for a saved run; :func:`predict` gives
-  the classes.
+  the classes; :func:`predict_images` classifies your own pictures and draws the masks over
+  them (``minirattn predict``).
 """
 from __future__ import annotations
+
+import os
 
 from .. import backend as B
 from .. import distributed as D
@@ -16,7 +19,7 @@ from .. import functional as F
 from ..checks import check_positive_int
 from ..data import eval_batches, kind, load_dataset, normalize
 from ..models import build
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, probe_folder
 
 
 def model_settings(config, num_classes: int, image_shape) -> dict:
@@ -73,6 +76,15 @@ def load_test_split(meta: dict, data_dir: str | None = None, n_test=None):
     return k.thin(data, None, n_test, need_train=False)
 
 
+def class_names(meta: dict) -> list:
+    """The class names of the run a checkpoint's ``meta`` describes (index = logit); checkpoints
+    written before they recorded them give the class numbers."""
+    cfg = meta["config"]
+    if cfg.get("classes"):
+        return list(cfg["classes"])
+    return [str(i) for i in range(cfg.get("num_classes") or cfg["model"]["num_classes"])]
+
+
 def channel_std(meta: dict):
     """The per-channel std a run's images were divided by (folders of images), else None."""
     return kind(meta["config"]["dataset"]).saved_std()
@@ -116,3 +128,62 @@ def predict(model, x_uint8, mean, std=None):
         xd = B.to_device(x.astype(model.dtype, copy=False), model.backend)
         preds = B.to_numpy(model(xd).argmax(axis=1))
     return x, preds
+
+
+# ---- your own pictures --------------------------------------------------------------------
+def predict_images(checkpoint: str, paths, out_dir: str | None = None, *, top: int = 3,
+                   backend: str = "numpy"):
+    """Classify pictures with a trained network and draw its attention masks over each.
+
+    ``paths``: picture files of any size and Pillow mode, each brought to the network's input the
+    way the run's data set brings its own (data/kinds.py: resize and centre crop, greyscale or
+    RGB) and normalised as the run was. Returns (results, failures): one dict per picture read
+    (``file``, ``top``: [(class, probability)] best first, ``masks``: the picture written, if
+    ``out_dir``), and one (file, message) per file that is not a usable picture; those are
+    skipped, the others still done. With ``out_dir``, ``<name>-masks.png`` per picture: every
+    attention module's mask over it (paper Fig. 1, one colour scale per module and its bar),
+    written whole or not at all."""
+    from ..data import DataError
+    check_positive_int("top", top)
+    model, mean, meta = load_trained(checkpoint, backend)
+    classes, std = class_names(meta), channel_std(meta)
+    k, shape = kind(meta["config"]["dataset"]), (model.spec.in_channels, model.spec.input_size,
+                                                 model.spec.input_size)
+    if out_dir is not None:
+        probe_folder(out_dir, f"the pictures' folder {out_dir}")
+    results, failures, names = [], [], set()
+    for path in paths:
+        try:
+            image = k.image_input(path, shape)[None]
+        except (DataError, OSError) as exc:
+            failures.append((path, str(exc)))
+            continue
+        picture = None
+        if out_dir is not None:                   # a.png and a.jpg: a-masks.png, a-2-masks.png
+            stem = base = os.path.splitext(os.path.basename(path))[0]
+            for i in range(2, len(names) + 3):
+                if stem not in names:
+                    break
+                stem = f"{base}-{i}"
+            names.add(stem)
+            picture = os.path.join(out_dir, f"{stem}-masks.png")
+        results.append(_predict_one(model, image, mean, std, classes, path, picture, top))
+    return results, failures
+
+
+def _predict_one(model, image, mean, std, classes, path, picture, top):
+    np = B.numpy
+    x = normalize(image, mean, std)
+    with model.mode(False):
+        logits = B.to_numpy(model(B.to_device(x.astype(model.dtype, copy=False),
+                                              model.backend)))[0].astype(np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    order = np.argsort(-p, kind="stable")[:top]
+    result = dict(file=path, top=[(classes[i], float(p[i])) for i in order])
+    if picture is not None:
+        from ..viz import mask_figure, _save
+        best, prob = result["top"][0]
+        fig, _, _ = mask_figure(model, x, image, titles=[f"{best} ({prob:.0%})"])
+        result["masks"] = _save(fig, picture)
+    return result

@@ -16,8 +16,9 @@ checks its input on the host twice), and host<->device transfers. ``strict()`` m
 synchronisation raise, as ``cupyx.allow_synchronize(False)`` does on a real GPU.
 
 ``fuse`` checks what ``cupy.fuse`` accepts (elementwise operations, at most one reduction as the
-last step; ``FusionError`` otherwise) and types Python scalar arguments as it does: weak against
-arrays, float64 once two meet.
+last step; ``FusionError`` otherwise) and types Python scalar arguments as CuPy 14.2 does: weak
+against arrays, but arithmetic between two of them runs in the smallest type, float16 for floats
+and int8 for integers (so ``m - 1`` with ``m = 65536`` wraps, and ``1.0 - 0.1`` is 0.8999).
 
 Reshapes follow NumPy's rule (a view when the strides allow one, else a copy), which is CuPy's
 rule too for the C-ordered reshapes the library makes.
@@ -109,10 +110,10 @@ def _host_error(x):
 
 
 class _FusedScalar:
-    """A Python scalar given to a fused function, as ``cupy.fuse`` sees it: weak against arrays
-    (float32 arrays stay float32), but an operation between two scalars makes a strong NumPy
-    float64 / int64 (a typed local variable in the kernel), which turns float32 arrays it meets
-    into float64, as on CuPy."""
+    """A Python scalar given to a fused function, as ``cupy.fuse`` (CuPy 14.2) sees it: weak
+    against arrays (float32 arrays stay float32), but an operation between two scalars is
+    computed in float16 (floats) or int8 (integers, wrapping around), the types CuPy's fusion
+    gives a result of two scalars; that NumPy scalar then meets arrays as such."""
 
     def __init__(self, value):
         self.value = value
@@ -122,7 +123,8 @@ class _FusedScalar:
             other = other.value
         if isinstance(other, (int, float, numpy.generic)):
             r = getattr(self.value, name)(other)
-            return numpy.float64(r) if isinstance(r, float) else numpy.int64(r)
+            kind = numpy.float16 if isinstance(r, float) else numpy.int8
+            return numpy.asarray(r).astype(kind)[()]             # int8 wraps, as in the kernel
         return NotImplemented
 
 
@@ -130,7 +132,7 @@ for _name in ("add", "sub", "mul", "truediv", "pow", "floordiv", "mod"):
     for _fmt in ("__{}__", "__r{}__"):
         setattr(_FusedScalar, _fmt.format(_name),
                 lambda self, other, _n=_fmt.format(_name): self._op(other, _n))
-_FusedScalar.__neg__ = lambda self: numpy.float64(-self.value)
+_FusedScalar.__neg__ = lambda self: -self.value        # one scalar: still weak
 
 
 def _unwrap(x):
