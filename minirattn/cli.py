@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the first N test images (shapes: generate N; default 2000)")
     t.add_argument("--no-augment", action="store_true", help="no random crops and flips")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--procs", default="auto",
+                   help="data-parallel ranks this command starts itself, one thread each: auto "
+                        "(one per core; one on cupy), N, or 1 for one process; needs the dist "
+                        "extra; ignored under an explicit mpiexec")
+    t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="float32 (the paper's), or float64 (slow; for exact comparisons)")
     t.add_argument("--distributed", default="auto", choices=["auto", "yes", "no"],
                    help="data-parallel over the ranks mpiexec started (auto: when there are "
                         "several); --batch-size is then the global batch")
@@ -173,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run one command; returns the exit status (0 done, 1 gradients wrong or an unexpected error,
     2 a mistake in the input, 3 training diverged)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv                          # what the ranks of --procs are started with
     debug = args.debug or args.debug_first or os.environ.get("MINIRATTN_DEBUG") == "1"
     from .distributed import DistributedError, launched_rank
     # under mpiexec every error that reaches this point happened on every rank alike (one that
@@ -270,7 +278,14 @@ def _run(args) -> int:
         n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
         workers=args.workers,
         distributed={"auto": "auto", "yes": True, "no": False}[args.distributed],
-        sync_batchnorm=not args.no_sync_batchnorm)
+        sync_batchnorm=not args.no_sync_batchnorm, dtype=args.dtype)
+    from .distributed import launch_ranks, launched_ranks, plan_ranks
+    if launched_ranks() <= 1 and config.distributed is not False:    # not under mpiexec
+        ranks, note = plan_ranks(args.procs, config.batch_size, config.backend)
+        if note:
+            print(note, file=sys.stderr)
+        if ranks > 1:                # the same command on every rank (which ignores --procs)
+            return launch_ranks(ranks, args.argv)
     result = train(config)
     from .distributed import launched_rank
     if launched_rank() == 0:

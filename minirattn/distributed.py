@@ -1,7 +1,8 @@
 """Data-parallel training: the same run on any number of ranks (MPI; NCCL between GPUs).
 
+    minirattn train ...                              # one rank per core, started by itself
     mpiexec -n 4 minirattn train ...                 # the CLI joins the ranks by itself
-    mpiexec -n 4 python -c "import minirattn; minirattn.train_cifar(distributed=True, ...)"
+    mpiexec -n 4 python -c "import minirattn; minirattn.train(distributed=True, ...)"
 
 The scheme (docs/architecture.md, "Data-parallel training"; derivation of the synchronized batch
 norm: docs/math/sync_batchnorm.md):
@@ -11,7 +12,7 @@ norm: docs/math/sync_batchnorm.md):
 * the loss gradient of rank r is scaled by ``n_r / B`` (its share of the global batch), so the
   ranks' parameter gradients *sum* to the gradient of the global batch's mean loss, uneven
   shards included; the flat gradient buffer is all-reduced once per dtype (:func:`train_step`
-  in ``train.loop`` does both);
+  in ``training/loop.py`` does both);
 * batch norm sums its statistics over the ranks (:func:`sync_batchnorm`), so N ranks at global
   batch B compute the step one process computes at batch B;
 * rank 0's weights are broadcast at the start (:func:`broadcast_model`); ranks compare weight
@@ -28,8 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from . import backend as B
@@ -202,12 +206,20 @@ class MPICommunicator(Communicator):
     def fail(self, exc: BaseException) -> None:
         """Say which rank failed and why on stderr, then end every rank (``MPI_Abort``): the job
         stops within a second instead of waiting forever in the next collective."""
-        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else \
-            f"{type(exc).__name__}: {exc}"
-        sys.stderr.write(f"minirattn: rank {self.rank} of {self.size} failed ({what}); ending "
-                         f"all {self.size} ranks\n")
+        if isinstance(exc, KeyboardInterrupt):
+            # Ctrl-C reaches every rank: each ends the job at once; rank 0 says so, unless the
+            # command that started the ranks (launch_ranks) is there to say it once
+            if self.rank == 0 and os.environ.get(LAUNCHED_BY) != "1":
+                sys.stderr.write(f"minirattn: interrupted; ending all {self.size} ranks (the "
+                                 f"checkpoints written so far stay)\n")
+                sys.stderr.flush()
+            self.comm.Abort(130)
+            os._exit(130)                    # pragma: no cover - Abort does not return
+        sys.stderr.write(f"minirattn: rank {self.rank} of {self.size} failed "
+                         f"({type(exc).__name__}: {exc}); ending all {self.size} ranks\n")
         sys.stderr.flush()
         self.comm.Abort(1)
+        os._exit(1)                          # pragma: no cover
 
     def _nccl_comm(self):
         """NCCL needs a GPU of its own for every rank: with fewer GPUs than ranks on a machine (or
@@ -422,6 +434,91 @@ def pick_device(comm: Communicator, backend: str) -> None:
     (threads of one process) share device 0."""
     if backend == "cupy" and comm.size > 1:
         B.use_device(getattr(comm, "local_rank", 0))
+
+
+# ---- every core by default: the command starts its own ranks --------------------------------
+#: The thread-count variables set to 1 in every rank a command starts (one thread per rank).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+#: How long a launcher waits for its ranks after Ctrl-C before it kills them (seconds).
+INTERRUPT_GRACE = 10
+#: Set in the ranks :func:`launch_ranks` starts (the launcher reports a Ctrl-C itself).
+LAUNCHED_BY = "MINIRATTN_LAUNCHED_RANKS"
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:                               # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def mpi_launcher():
+    """(mpiexec, None) when the ``dist`` extra is there (mpi4py, and an mpiexec on PATH or beside
+    this Python: the extra's MPICH puts one there), else (None, what is missing)."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None, "mpi4py is not installed"
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = shutil.which("mpiexec") or (beside if os.access(beside, os.X_OK) else None)
+    return (found, None) if found else (None, "no mpiexec on PATH or beside Python")
+
+
+def plan_ranks(procs, batch_size: int, backend: str = "numpy"):
+    """(ranks, note) for ``--procs``: "auto" is one rank per core on the CPU (the most that split
+    ``batch_size`` evenly; one on CuPy, where each rank needs a GPU of its own) and falls back to
+    one process, with a one-line note, without the ``dist`` extra; N asks for N (an error without
+    the extra or when the batch does not split); 1 is one process."""
+    auto = procs == "auto"
+    if not auto:
+        try:
+            n = int(procs)
+        except (TypeError, ValueError):
+            raise ValueError(f"--procs: expected 'auto' or a number of ranks >= 1, got "
+                             f"{procs!r}") from None
+        if n < 1:
+            raise ValueError(f"--procs: expected 'auto' or a number of ranks >= 1, got {n}")
+    else:
+        n = 1 if backend != "numpy" else max(
+            k for k in range(1, cores() + 1) if batch_size % k == 0)
+    if n == 1:
+        return 1, None
+    if batch_size % n:
+        raise ValueError(f"--procs {n}: batch_size {batch_size} does not split evenly over {n} "
+                         f"ranks; choose a multiple of {n}")
+    _, missing = mpi_launcher()
+    if missing and auto:
+        return 1, (f"minirattn: one process ({missing}); pip install -e '.[dist]' lets it run "
+                   f"{n} ranks, one per core (--procs 1 runs one process and says nothing)")
+    if missing:
+        raise ValueError(f"--procs {n} needs the dist extra ({missing}): pip install -e "
+                         f"'.[dist]', or --procs 1")
+    return n, None
+
+
+def launch_ranks(n: int, argv) -> int:
+    """Run ``minirattn ARGV`` on ``n`` ranks of one thread each under the ``dist`` extra's
+    mpiexec, and return its exit status. The ranks stay in this terminal's process group, so
+    Ctrl-C reaches every one (each stops; the job is aborted); a rank that dies makes mpiexec end
+    the others. This process only waits (after Ctrl-C at most INTERRUPT_GRACE seconds, then it
+    kills the job)."""
+    mpiexec, missing = mpi_launcher()
+    if missing:
+        raise DistributedError(f"cannot start {n} ranks: {missing}")
+    env = dict(os.environ, **{v: "1" for v in THREAD_VARIABLES}, **{LAUNCHED_BY: "1"})
+    proc = subprocess.Popen([mpiexec, "-n", str(n), sys.executable, "-m", "minirattn", *argv],
+                            env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:                # the ranks got it too: give them time to end
+        sys.stderr.write(f"minirattn: interrupted; ending all {n} ranks (the checkpoints "
+                         f"written so far stay)\n")
+        try:
+            return proc.wait(timeout=INTERRUPT_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
 
 
 # ---- a run's data-parallel behaviour, in one object -----------------------------------------

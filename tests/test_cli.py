@@ -14,7 +14,7 @@ def test_models_lists_the_registry_with_counts(capsys):
 
 def test_train_then_evaluate(tmp_path, capsys):
     ck = tmp_path / "run"
-    assert main(["train", "--iterations", "2", "--eval-every", "2", "--n-train", "64", "--n-test", "32",
+    assert main(["train", "--procs", "1", "--iterations", "2", "--eval-every", "2", "--n-train", "64", "--n-test", "32",
                  "--batch-size", "16", "--checkpoint-dir", str(ck), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "attention56_small on shapes: 2 iterations" in out and "metrics:" in out
@@ -34,7 +34,7 @@ def test_python_dash_m_and_check():
 
 def test_a_new_run_never_overwrites_an_earlier_one(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["train", "--iterations", "2", "--eval-every", "2", "--n-train", "32", "--n-test", "16",
+    args = ["train", "--procs", "1", "--iterations", "2", "--eval-every", "2", "--n-train", "32", "--n-test", "16",
             "--batch-size", "16", "--no-progress"]
     assert main(args) == 0 and main(args) == 0
     assert (tmp_path / "runs" / "shapes-attention56_small" / "ckpt-00000002.rattn").exists()

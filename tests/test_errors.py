@@ -115,7 +115,7 @@ def _flip(raw, at):
     return raw
 
 
-TRAIN = ["train", "--iterations", "2", "--eval-every", "2", "--n-train", "16", "--n-test", "8",
+TRAIN = ["train", "--procs", "1", "--iterations", "2", "--eval-every", "2", "--n-train", "16", "--n-test", "8",
          "--batch-size", "8", "--no-progress"]
 
 # (name, argv built from Files, words the message must hold)

@@ -242,7 +242,7 @@ def test_the_command_line_trains_on_a_folder_and_evaluates_and_draws_the_checkpo
     run = tmp_path / "run"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["train", "--dataset", "folder", "--data-dir", folder, "--image-size", "32",
+        assert main(["train", "--procs", "1", "--dataset", "folder", "--data-dir", folder, "--image-size", "32",
                      "--arch", "attentionnext56_imagenet", "--iterations", "2", "--batch-size",
                      "6", "--eval-every", "2", "--workers", "2", "--checkpoint-dir", str(run),
                      "--no-progress"]) == 0

@@ -188,6 +188,127 @@ def test_the_command_line_trains_data_parallel_under_mpiexec(tmp_path):
     assert meta["config"]["ranks"] == 2 and meta["config"]["sync_batchnorm"] is True
 
 
+# ---- every core by default: minirattn train --procs ------------------------------------------
+TINY_CLI = ["--iterations", "4", "--batch-size", "8", "--n-train", "64", "--n-test", "16",
+            "--eval-every", "2", "--no-progress", "--dtype", "float64"]
+
+
+def _cli(*args, env=None):
+    """``minirattn ARGS`` as a user types it (no mpiexec), in its own session, time-limited."""
+    return launch(0, sys.executable, "-m", "minirattn", *args, env=env)
+
+
+def test_procs_2_and_auto_train_the_run_one_process_trains(tmp_path):
+    from minirattn.distributed import cores, plan_ranks
+    runs = {}
+    for procs in ("1", "2", "auto"):
+        folder = tmp_path / procs
+        code, log, _ = _cli("train", "--procs", procs, *TINY_CLI, "--checkpoint-dir", str(folder))
+        assert code == 0, log
+        assert log.count("test accuracy") == 1, log                # reported once
+        runs[procs] = weights(folder / "ckpt-00000004.rattn")
+    expected_auto = plan_ranks("auto", 8)[0]
+    assert expected_auto == max(k for k in range(1, cores() + 1) if 8 % k == 0)
+    assert [runs[p][1]["config"]["ranks"] for p in ("1", "2", "auto")] == [1, 2, expected_auto]
+    for procs in ("2", "auto"):                                     # float64: the same weights
+        assert_close(runs[procs][0], runs["1"][0], 1e-9)
+
+
+def _running(pid):
+    """Whether pid is a live process (a zombie waiting for its parent is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ranks_under(pid):
+    """The pids of the rank processes (their environment names a PMI_RANK) descending from pid."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        todo += children.get(p, [])
+        try:
+            with open(f"/proc/{p}/environ", "rb") as f:
+                if b"PMI_RANK=" in f.read():
+                    found.append(p)
+        except OSError:
+            continue
+    return sorted(found)
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill a rank"])
+def test_ctrl_c_or_a_dying_rank_ends_every_rank_and_the_checkpoint_stays(tmp_path, how):
+    folder = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    proc = subprocess.Popen([sys.executable, "-m", "minirattn", "train", "--procs", "2",
+                             "--iterations", "100000", "--batch-size", "8", "--n-train", "64",
+                             "--n-test", "16", "--eval-every", "2", "--no-progress",
+                             "--checkpoint-dir", str(folder)], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + LIMIT
+        while not list(folder.glob("ckpt-*.rattn")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert list(folder.glob("ckpt-*.rattn")), "no checkpoint was written"
+        ranks = _ranks_under(proc.pid)
+        assert len(ranks) == 2, ranks
+        t0 = time.monotonic()
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)                  # what a terminal's Ctrl-C does
+        else:
+            os.kill(ranks[1], signal.SIGKILL)
+        out, _ = proc.communicate(timeout=LIMIT)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode != 0 and took < FAIL_BOUND, (took, out[-2000:])
+    if how == "ctrl-c":                                        # said once, by the launcher
+        assert out.count("minirattn: interrupted; ending all 2 ranks") == 1, out[-2000:]
+    time.sleep(0.5)
+    assert not [p for p in ranks if _running(p)]                  # every rank has ended
+    newest = sorted(folder.glob("ckpt-*.rattn"))[-1]
+    _, meta = weights(newest)                                   # whole and verified
+    assert meta["iteration"] >= 2
+
+
+def test_procs_without_mpi4py_runs_one_process_and_says_how_to_get_the_rest(tmp_path):
+    from minirattn.distributed import plan_ranks
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "from minirattn.cli import main\n"
+            f"sys.exit(main(['train', *{TINY_CLI!r}, '--checkpoint-dir', {str(tmp_path / 'r')!r}]))")
+    status, log, _ = launch(0, sys.executable, "-c", code)
+    assert status == 0, log
+    _, meta = weights(tmp_path / "r" / "ckpt-00000004.rattn")
+    assert meta["config"]["ranks"] == 1
+    notes = [line for line in log.splitlines() if "pip install -e '.[dist]'" in line]
+    if plan_ranks("auto", 8)[0] > 1:                             # more than one core here
+        assert len(notes) == 1 and "one process (mpi4py is not installed)" in notes[0], log
+    code = code.replace("'train', ", "'train', '--procs', '2', ")
+    status, log, _ = launch(0, sys.executable, "-c", code)
+    assert status == 2 and "--procs 2 needs the dist extra (mpi4py is not installed)" in log, log
+
+
+def test_procs_refuses_what_cannot_run(tmp_path):
+    code, log, _ = _cli("train", "--procs", "3", *TINY_CLI, "--checkpoint-dir", str(tmp_path))
+    assert code == 2 and "--procs 3: batch_size 8 does not split evenly over 3 ranks" in log, log
+    code, log, _ = _cli("train", "--procs", "many", *TINY_CLI, "--checkpoint-dir", str(tmp_path))
+    assert code == 2 and "--procs: expected 'auto' or a number of ranks >= 1, got 'many'" in log
+
+
 @pytest.fixture
 def two_network_namespaces(tmp_path):
     """Two network namespaces joined by a veth pair (10.77.x.1 and .2), one per rank, and a

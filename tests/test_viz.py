@@ -109,7 +109,7 @@ def test_curves_and_feature_response_pictures(tmp_path):
 
 def test_masks_and_plot_commands(tmp_path, capsys):
     ck = tmp_path / "run"
-    assert main(["train", "--iterations", "2", "--eval-every", "2", "--n-train", "32", "--n-test", "8",
+    assert main(["train", "--procs", "1", "--iterations", "2", "--eval-every", "2", "--n-train", "32", "--n-test", "8",
                  "--batch-size", "16", "--checkpoint-dir", str(ck), "--no-progress"]) == 0
     assert main(["masks", "--checkpoint", str(ck / "ckpt-00000002.rattn"), "--n", "3",
                  "--out", str(tmp_path / "m.png")]) == 0
