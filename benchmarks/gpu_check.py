@@ -1,7 +1,13 @@
 """The GPU check: everything a machine with CuPy and a GPU can prove, in one run, one table.
 
-    python benchmarks/gpu_check.py                  # on a GPU machine: about 5-8 minutes
-    python benchmarks/gpu_check.py --dry-run        # the same steps, small, on the CuPy stand-in
+    PYTHONPATH=. python3 benchmarks/gpu_check.py             # on a GPU machine: about 5-8 minutes
+    PYTHONPATH=. python3 benchmarks/gpu_check.py --dry-run   # the same steps, small, on the stand-in
+
+Run from the checkout, with nothing installed: it needs only what a GPU machine usually has
+(Python 3.10+, NumPy, SciPy, pytest and hypothesis for step 1, any CuPy 13 or 14 built for CUDA 12
+or 13, PyTorch with CUDA for step 2, mpi4py for step 5; tqdm and matplotlib are not needed). The
+checkout itself is put on ``sys.path`` (and on the steps' ``PYTHONPATH``), so ``PYTHONPATH=.`` is
+only a reminder; ``pip install`` is never called.
 
 Steps, each with its own time limit, each a row of the summary:
 1. ``pytest -m gpu`` on the real device (the NumPy/CuPy parity tests);
@@ -27,12 +33,16 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)                 # the checkout's minirattn, installed or not
 
 
 def _run(cmd, timeout):
     t = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     try:
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                             env=env)
         tail = (out.stdout + out.stderr).strip().splitlines()[-1:] or [""]
         return ("ok" if out.returncode == 0 else f"FAILED ({out.returncode})"), tail[0], \
             time.perf_counter() - t, out.stdout + out.stderr

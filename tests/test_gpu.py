@@ -144,3 +144,37 @@ def test_grouped_conv_numpy_cupy_parity(method):
     np.testing.assert_allclose(backend.to_numpy(yg), y, rtol=1e-10, atol=1e-12)
     for a, b in zip(g, gg):
         np.testing.assert_allclose(backend.to_numpy(b), a, rtol=1e-10, atol=1e-12)
+
+
+#: What a GPU machine with nothing installed holds besides CuPy and PyTorch (the GPU check's needs).
+BARE_PACKAGES = ("numpy", "scipy", "pytest", "hypothesis", "matplotlib", "tqdm", "pillow")
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_from_the_checkout_with_nothing_installed(pytestconfig, tmp_path):
+    """`PYTHONPATH=. python3 benchmarks/gpu_check.py --dry-run` in a venv holding only NumPy,
+    SciPy, pytest, hypothesis, matplotlib, tqdm and Pillow, not the project (as on a lent GPU
+    machine that reaches no package registry)."""
+    import pathlib
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).parent.parent
+    venv = pathlib.Path(pytestconfig.cache.mkdir("bare-venv")) / "v1"
+    python = venv / "bin" / "python"
+    if not (venv / "complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True,
+                       timeout=300)
+        out = subprocess.run([str(python), "-m", "pip", "install", "-q", *BARE_PACKAGES],
+                             capture_output=True, text=True, timeout=1800)
+        assert out.returncode == 0, out.stderr[-2000:]
+        (venv / "complete").write_text("")
+    bare = subprocess.run([str(python), "-c", "import minirattn"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert bare.returncode != 0 and "No module named 'minirattn'" in bare.stderr   # not installed
+    env = {k: v for k, v in __import__("os").environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = "."
+    done = subprocess.run([str(python), "benchmarks/gpu_check.py", "--dry-run"], cwd=root,
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")][2:]
+    assert [r.split(" | ")[1] for r in rows] == ["ok", "ok", "skipped"], done.stdout
