@@ -160,6 +160,55 @@ def time_steps(twin, ours, x, y, repeats, device="cpu"):
     return _alternate(step_ours, step_torch, repeats)
 
 
+def step_flops(model, x):
+    """Floating-point operations of one training step's matrix products: every convolution and
+    the FC layer, 2 multiply-adds' worth per product in the forward and twice that in the
+    backward (dx and dW), so 3x the forward's. Batch norm, ReLU, pooling and the rest are left
+    out (they are memory-bound and a small share of the arithmetic)."""
+    from minirattn import nn
+    total, seen = 0, []
+    originals = {cls: cls.forward for cls in (nn.Conv2d, nn.Linear)}
+
+    def recording(cls):
+        def forward(self, a):
+            y = originals[cls](self, a)
+            seen.append((self, a.shape, y.shape))
+            return y
+        return forward
+    for cls in originals:
+        cls.forward = recording(cls)
+    try:
+        with model.mode(False):
+            model(x)
+    finally:
+        for cls, f in originals.items():
+            cls.forward = f
+    for m, xs, ys in seen:
+        if isinstance(m, nn.Conv2d):
+            kh, kw = m.kernel_size
+            total += 2 * ys[0] * ys[1] * ys[2] * ys[3] * (m.in_ch // m.groups) * kh * kw
+        else:
+            total += 2 * xs[0] * m.in_features * m.out_features
+    return 3 * total
+
+
+def sgemm_rate(n=2048, repeats=5):
+    """This machine's float32 matrix-product rate through NumPy (GFLOP/s, best of ``repeats``
+    n x n products): the limit the step's products run against."""
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = a.T.copy()
+    a @ b
+    best = min(_seconds_of(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best / 1e9
+
+
+def _seconds_of(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def gpu_unavailable():
     """Why the CuPy-vs-PyTorch-CUDA half cannot run here (a sentence), or None when it can."""
     import torch
@@ -253,18 +302,25 @@ def main(argv=None):
     from environment import line
     print(f"{args.threads} threads, batch {args.batch}; {line()}")
     out = {"cpu": [], "gpu": []}
+    rate = sgemm_rate() if args.only != "gpu" else None
+    if rate:
+        print(f"NumPy sgemm (2048^3, float32): {rate:.0f} GFLOP/s", flush=True)
     for arch in (args.arch if args.only != "gpu" else ()):
         twin, ours, x, y = _setup(arch, args.batch)
         err = check_same_answer(twin, ours, x, y)
         t_o, t_t = time_steps(twin, ours, x, y, args.repeats)
         m_o = _child_peak("ours", arch, args.batch, args.threads)
         m_t = _child_peak("torch", arch, args.batch, args.threads)
-        out["cpu"].append((arch, err, t_o, t_t, m_o["step_mib"], m_t["step_mib"]))
+        flops = step_flops(ours, x)
+        out["cpu"].append((arch, err, t_o, t_t, m_o["step_mib"], m_t["step_mib"], flops))
         print(f"{arch}: same answer (float64: loss {err['loss64']:.0e}, gradients {err['grad64']:.0e}; "
               f"float32: loss {err['loss32']:.0e}, gradients {err['grad32']:.0e} apart, and from the "
               f"float64 answer ours {err['ours32_exact']:.1e}, PyTorch's {err['torch32_exact']:.1e}); "
               f"step {t_o:.3f} s vs {t_t:.3f} s = {t_o / t_t:.2f}x; "
-              f"step memory {m_o['step_mib']:.0f} MiB vs {m_t['step_mib']:.0f} MiB = {m_o['step_mib'] / max(m_t['step_mib'], 1):.2f}x")
+              f"step memory {m_o['step_mib']:.0f} MiB vs {m_t['step_mib']:.0f} MiB = {m_o['step_mib'] / max(m_t['step_mib'], 1):.2f}x; "
+              f"{flops / 1e9:.1f} GFLOP of products a step: {flops / t_o / 1e9:.0f} GFLOP/s "
+              f"({100 * flops / t_o / 1e9 / rate:.0f}% of sgemm) vs PyTorch's "
+              f"{flops / t_t / 1e9:.0f} GFLOP/s ({100 * flops / t_t / 1e9 / rate:.0f}%)", flush=True)
     if args.only != "cpu":
         reason = gpu_unavailable()
         if reason is None:
