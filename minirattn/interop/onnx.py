@@ -10,9 +10,10 @@ map), attention residual learning ``(1 + M) * T`` (naive: ``M * T``), bilinear u
 
 The file's metadata (``metadata_props``) says what the graph cannot: ``minirattn.network`` (the
 registered name), ``minirattn.classes`` (JSON list of class names, index = logit),
-``minirattn.normalization`` (JSON: ``{"kind": "mean_image", "mean": C x H x W nested lists}`` or
-``{"kind": "per_channel", "mean": [...], "std": [...]}``; the input is ``(x / 255 - mean) / std``),
-``minirattn.settings`` (JSON: mask activation, learning rule, mask) and ``minirattn.version``.
+``minirattn.normalization`` (JSON: ``{"kind": "mean_image", "scale": 1/255, "mean": C x H x W
+nested lists}`` or ``{"kind": "per_channel", "scale": 1/255, "mean": [...], "std": [...]}``; the
+input is ``(x * scale - mean) / std`` of the uint8 image), ``minirattn.settings`` (JSON: mask
+activation, learning rule, mask) and ``minirattn.version``.
 
 Needs the ``onnx`` package (the ``onnx`` extra); checked against ONNX Runtime in the tests.
 Usage: docs/using.md.
