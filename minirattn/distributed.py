@@ -209,11 +209,10 @@ class MPICommunicator(Communicator):
             # Ctrl-C reaches every rank: each ends the job at once; rank 0 says so, unless the
             # command that started the ranks (launch_ranks) is there to say it once
             if self.rank == 0 and os.environ.get(LAUNCHED_BY) != "1":
-                sys.stderr.write(f"minirattn: interrupted; ending all {self.size} ranks (the "
-                                 f"checkpoints written so far stay)\n")
+                sys.stderr.write(interrupted_line(self.size))
                 sys.stderr.flush()
-            self.comm.Abort(130)
-            os._exit(130)                    # pragma: no cover - Abort does not return
+            self.comm.Abort(INTERRUPTED)
+            os._exit(INTERRUPTED)            # pragma: no cover - Abort does not return
         sys.stderr.write(f"minirattn: rank {self.rank} of {self.size} failed "
                          f"({type(exc).__name__}: {exc}); ending all {self.size} ranks\n")
         sys.stderr.flush()
@@ -442,6 +441,13 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 INTERRUPT_GRACE = 10
 #: Set in the ranks :func:`launch_ranks` starts (the launcher reports a Ctrl-C itself).
 LAUNCHED_BY = "MINIRATTN_LAUNCHED_RANKS"
+#: The exit status of ranks ended by Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
+
+
+def interrupted_line(n: int) -> str:
+    return (f"minirattn: interrupted; ending all {n} ranks (the checkpoints written so far "
+            f"stay)\n")
 
 
 def cores() -> int:
@@ -501,23 +507,27 @@ def launch_ranks(n: int, argv) -> int:
     mpiexec, and return its exit status. The ranks stay in this terminal's process group, so
     Ctrl-C reaches every one (each stops; the job is aborted); a rank that dies makes mpiexec end
     the others. This process only waits (after Ctrl-C at most INTERRUPT_GRACE seconds, then it
-    kills the job)."""
+    kills the job) and says once that the job was interrupted, whether Ctrl-C reached it or only
+    the ranks (a process started with SIGINT ignored, as a shell's background job is)."""
     mpiexec, missing = mpi_launcher()
     if missing:
         raise DistributedError(f"cannot start {n} ranks: {missing}")
     env = dict(os.environ, **{v: "1" for v in THREAD_VARIABLES}, **{LAUNCHED_BY: "1"})
     proc = subprocess.Popen([mpiexec, "-n", str(n), sys.executable, "-m", "minirattn", *argv],
                             env=env)
+    interrupted = False
     try:
-        return proc.wait()
+        status = proc.wait()
     except KeyboardInterrupt:                # the ranks got it too: give them time to end
-        sys.stderr.write(f"minirattn: interrupted; ending all {n} ranks (the checkpoints "
-                         f"written so far stay)\n")
+        interrupted = True
         try:
-            return proc.wait(timeout=INTERRUPT_GRACE)
+            status = proc.wait(timeout=INTERRUPT_GRACE)
         except subprocess.TimeoutExpired:
             proc.kill()
-            return proc.wait()
+            status = proc.wait()
+    if interrupted or status == INTERRUPTED:
+        sys.stderr.write(interrupted_line(n))
+    return status
 
 
 # ---- a run's data-parallel behaviour, in one object -----------------------------------------
