@@ -3,7 +3,7 @@
     minirattn reproduce table1 --seeds 3 --jobs 2        # small scale: Fashion-MNIST, 2 CPU cores
     minirattn reproduce table3 --scale paper --backend cupy --download   # the paper's CIFAR-10 runs
 
-A table is a declared grid (:data:`TABLES`): variants (network, attention type, learning rule,
+A table is a declared grid (:data:`TABLES`): variants (network, mask activation, learning rule,
 mask, label noise) times seeds, each run a :class:`~minirattn.training.TrainConfig` built from the
 scale's settings (:data:`SCALES`) and the variant's. Runs are idempotent and resumable: a run
 whose ``result.json`` exists is skipped, an interrupted one continues from its last checkpoint

@@ -2,10 +2,12 @@
 feature-response curve of the paper's Fig. 4. matplotlib is imported only here (extra `cli`)."""
 from __future__ import annotations
 
+import io
 import json
 import os
 
 from . import backend
+from .files import write_atomically
 from .functional import bilinear_forward
 from .models import collect_masks
 
@@ -23,20 +25,16 @@ def _plt():
 
 
 def _save(fig, path):
-    """Write the figure through a temporary file and a rename (an interrupted write leaves
-    nothing half-written); an output folder that does not exist or cannot be written is a clear
-    OSError naming ``path``."""
-    tmp = f"{path}.tmp"
-    fmt = os.path.splitext(path)[1][1:].lower() or "png"
+    """Write the figure whole or not at all (files.write_atomically); an output folder that does
+    not exist or cannot be written is a clear OSError naming ``path``."""
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=DPI, format=fmt)
-        os.replace(tmp, path)
+        fig.savefig(buf, dpi=DPI, format=os.path.splitext(path)[1][1:].lower() or "png")
+        write_atomically(path, buf.getvalue())
     except OSError as exc:
         raise OSError(f"cannot write the picture {path}: {exc.strerror or exc}") from exc
     finally:
         _plt().close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

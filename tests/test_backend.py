@@ -79,7 +79,7 @@ def test_fuse_is_the_plain_function_on_numpy():
 
 #: The layers of the package, lowest first (docs/architecture.md): a module imports only from its
 #: own package or from layers below it, lazily imported names included.
-LAYERS = ["backend", "checks", "functional", "nn", "gradcheck", "models", "viz", "data",
+LAYERS = ["backend", "checks", "files", "functional", "nn", "gradcheck", "models", "viz", "data",
           "distributed", "training", "interop", "selfcheck", "experiments", "cli", "__main__",
           "__init__"]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minirattn.distributed import mpi_launcher
 from minirattn.training import load_checkpoint
 
 HERE = Path(__file__).parent
@@ -23,27 +24,10 @@ LIMIT = 120
 #: Seconds from a rank's failure to the end of the whole job that the tests accept.
 FAIL_BOUND = 10
 
-
-def _mpiexec():
-    """mpiexec on PATH, or the one pip put beside this Python (the dist extra's MPICH)."""
-    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
-    return shutil.which("mpiexec") or (beside if os.access(beside, os.X_OK) else None)
-
-
-MPIEXEC = _mpiexec()
-
-
-def _mpi_missing():
-    try:
-        import mpi4py  # noqa: F401
-    except ImportError:
-        return "mpi4py is not installed (pip install -e '.[dist]')"
-    if MPIEXEC is None:
-        return "no mpiexec on PATH or beside Python (pip install -e '.[dist]' installs MPICH's)"
-    return None
-
-
-MISSING = _mpi_missing()
+# mpiexec on PATH or the one pip put beside this Python (the dist extra's MPICH), and what is
+# missing otherwise: found as `minirattn train --procs` finds it
+MPIEXEC, _why = mpi_launcher()
+MISSING = f"{_why} (pip install -e '.[dist]')" if _why else None
 if MISSING and os.environ.get("MINIRATTN_REQUIRE_MPI") == "1":
     raise RuntimeError(f"MINIRATTN_REQUIRE_MPI=1 but {MISSING}")
 pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")

@@ -120,16 +120,21 @@ def train_crop(im, size: int, rng):
     return x[:, :, ::-1] if rng.random() < 0.5 else x
 
 
-def eval_crop(im, size: int):
-    """uint8 (3, size, size): the shorter side resized to size / 0.875, the centre crop."""
+def centre_crop(im, short: int, size: int):
+    """uint8 (C, size, size) of a Pillow image: the shorter side resized (bilinear) to ``short``
+    (>= size), the centre ``size`` x ``size``; C = 1 for a greyscale image, else 3."""
     np = backend.numpy
-    short = max(size, int(round(size / EVAL_CROP_FRACTION)))
     scale = short / min(im.width, im.height)
     w, h = max(size, int(round(im.width * scale))), max(size, int(round(im.height * scale)))
     im = im.resize((w, h), resample=_pil().Resampling.BILINEAR)
     left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(im.crop((left, top, left + size, top + size)),
-                      dtype=np.uint8).transpose(2, 0, 1)
+    x = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
+
+
+def eval_crop(im, size: int):
+    """uint8 (3, size, size): the shorter side resized to size / 0.875, the centre crop."""
+    return centre_crop(im, max(size, int(round(size / EVAL_CROP_FRACTION))), size)
 
 
 class FolderImages:

@@ -21,7 +21,7 @@ from .. import backend
 from .base import Dataset, DataError
 from .cifar import load_cifar
 from .fashion_mnist import load_fashion_mnist
-from .folder import FolderStream, channel_stats, eval_crop, load_folder, load_rgb
+from .folder import FolderStream, centre_crop, channel_stats, eval_crop, load_folder, load_rgb
 from .pipeline import BatchStream, pixel_mean
 from .shapes import make_shapes
 
@@ -86,20 +86,11 @@ class ArrayKind:
         data set's own images are: greyscale or RGB as C says, the shorter side resized to the
         image size (less the data set's zero border), the centre crop, the border added back.
         DataError when it is not a picture or is smaller than :data:`MIN_IMAGE_SIDE`."""
-        np = backend.numpy
         c, h, _ = image_shape
         im = _checked(load_rgb(path, advice=""), path)
-        if c == 1:
-            im = im.convert("L")
-        inner = h - 2 * self.pad
-        scale = inner / min(im.width, im.height)
-        w2, h2 = max(inner, round(im.width * scale)), max(inner, round(im.height * scale))
-        im = im.resize((w2, h2), resample=_bilinear())
-        left, top = (w2 - inner) // 2, (h2 - inner) // 2
-        x = np.asarray(im.crop((left, top, left + inner, top + inner)), dtype=np.uint8)
-        x = x[None] if x.ndim == 2 else x.transpose(2, 0, 1)
-        p = self.pad
-        return np.pad(x, ((0, 0), (p, p), (p, p))) if p else x
+        inner, p = h - 2 * self.pad, self.pad
+        x = centre_crop(im.convert("L") if c == 1 else im, inner, inner)
+        return backend.numpy.pad(x, ((0, 0), (p, p), (p, p))) if p else x
 
 
 class FolderKind(ArrayKind):
@@ -155,11 +146,6 @@ def _checked(im, path):
         raise DataError(f"{path} is {im.width}x{im.height} pixels: too small to crop a network "
                         f"input from (at least {MIN_IMAGE_SIDE} pixels on each side)")
     return im
-
-
-def _bilinear():
-    from .folder import _pil
-    return _pil().Resampling.BILINEAR
 
 
 def _cifar(name):

@@ -26,6 +26,8 @@ import os
 from .. import backend as B
 from .. import nn
 from ..checks import pair
+from ..files import write_atomically
+from ..functional import conv_output_size
 from ..models.attention import AttentionModule, LocalMask, MaskHead, SoftMaskBranch
 from ..models.networks import ResidualAttentionNetwork
 from ..models.units import InceptionUnit, ResidualUnit, ResNeXtUnit
@@ -81,7 +83,7 @@ def _conv(g, m, prefix, v):
         inputs.append(g.tensor(prefix + "bias", m.params["bias"]))
     out = g.node("Conv", inputs, "conv", kernel_shape=[kh, kw], strides=[sh, sw],
                  pads=[ph, pw, ph, pw], group=m.groups)
-    return out, (m.out_ch, (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1)
+    return out, (m.out_ch, conv_output_size(h, kh, sh, ph), conv_output_size(w, kw, sw, pw))
 
 
 def _batchnorm(g, m, prefix, v):
@@ -107,7 +109,7 @@ def _maxpool(g, m, prefix, v):
     k, s, p = m.kernel_size, m.stride, m.padding
     out = g.node("MaxPool", [name], "pool", kernel_shape=[k, k], strides=[s, s],
                  pads=[p, p, p, p])
-    return out, (c, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+    return out, (c, conv_output_size(h, k, s, p), conv_output_size(w, k, s, p))
 
 
 def _global_avgpool(g, m, prefix, v):
@@ -317,7 +319,6 @@ def export_onnx(model, path: str, *, classes=None, mean=None, std=None) -> str:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise OSError(f"cannot write {path}: the folder {folder} does not exist")
-    from ..training.checkpoint import write_atomically
     return write_atomically(path, proto.SerializeToString())
 
 

@@ -16,9 +16,9 @@ import os
 import shutil
 
 from .checkpoint import (CheckpointError, CheckpointWriteError, checkpoint_name,
-                         latest_valid_checkpoint, list_checkpoints, probe_folder,
-                         prune_checkpoints, remove_stale_temporaries, save_checkpoint,
-                         write_atomically)
+                         latest_valid_checkpoint, list_checkpoints, prune_checkpoints,
+                         remove_stale_temporaries, save_checkpoint)
+from ..files import probe_folder, write_atomically
 from .config import AUTO, RESUME_MAY_CHANGE, TrainConfig
 from .trained import model_settings, section
 
@@ -166,5 +166,5 @@ def save_run(config: TrainConfig, record: dict, model, optimizer, mean, history,
 
 
 def write_metrics(path, record, history):
-    """metrics.json, written atomically (checkpoint.py): a failed write leaves the old one."""
+    """metrics.json, written atomically (files.py): a failed write leaves the old one."""
     write_atomically(path, json.dumps(dict(config=record, history=history), indent=1).encode())

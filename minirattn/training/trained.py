@@ -19,7 +19,8 @@ from .. import functional as F
 from ..checks import check_positive_int
 from ..data import eval_batches, kind, load_dataset, normalize
 from ..models import build
-from .checkpoint import CheckpointError, load_checkpoint, probe_folder
+from ..files import probe_folder
+from .checkpoint import CheckpointError, load_checkpoint
 
 
 def model_settings(config, num_classes: int, image_shape) -> dict:
