@@ -162,13 +162,15 @@ def mask_figure(model, x, images_uint8, classes=None, labels=None, predictions=N
     return fig, overlays, bars
 
 
-def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None):
+def plot_masks(model, x, images_uint8, path, classes=None, labels=None, predictions=None,
+               titles=None):
     """One row per image: the image, then each attention module's mask over it (Fig. 1), one
     colour scale per module with its colour bar, and a legend of what the titles mean.
 
-    x: the network's input (N, C, H, W), normalised; images_uint8: the same images for display.
+    x: the network's input (N, C, H, W), normalised; images_uint8: the same images for display;
+    titles: one per row instead of the true / predicted class.
     """
-    fig, _, _ = mask_figure(model, x, images_uint8, classes, labels, predictions)
+    fig, _, _ = mask_figure(model, x, images_uint8, classes, labels, predictions, titles)
     return _save(fig, path)
 
 

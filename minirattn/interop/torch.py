@@ -12,6 +12,7 @@ Needs PyTorch (the ``torch`` extra). Usage: docs/using.md.
 """
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 
 from .. import backend as B
@@ -30,8 +31,10 @@ def _torch():
     return torch
 
 
+@functools.lru_cache(maxsize=None)
 def _classes():
-    """The twin's module classes, made once PyTorch is imported (minirattn imports without it)."""
+    """The twin's module classes, made once, when PyTorch is first needed (minirattn imports
+    without it)."""
     torch = _torch()
     tnn, TF = torch.nn, torch.nn.functional
 

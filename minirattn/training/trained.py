@@ -122,13 +122,16 @@ def evaluate_checkpoint(
                 n_test=len(data.y_test), arch=cfg["arch"], dataset=cfg["dataset"])
 
 
+def eval_logits(model, x):
+    """``model``'s logits for the normalised images ``x``, in evaluation mode, on the host."""
+    with model.mode(False):
+        return B.to_numpy(model(B.to_device(x.astype(model.dtype, copy=False), model.backend)))
+
+
 def predict(model, x_uint8, mean, std=None):
     """(normalised images, predicted classes) of ``model`` in eval mode, on the host."""
     x = normalize(x_uint8, mean, std)
-    with model.mode(False):
-        xd = B.to_device(x.astype(model.dtype, copy=False), model.backend)
-        preds = B.to_numpy(model(xd).argmax(axis=1))
-    return x, preds
+    return x, eval_logits(model, x).argmax(axis=1)
 
 
 # ---- your own pictures --------------------------------------------------------------------
@@ -161,10 +164,10 @@ def predict_images(checkpoint: str, paths, out_dir: str | None = None, *, top: i
             continue
         picture = None
         if out_dir is not None:                   # a.png and a.jpg: a-masks.png, a-2-masks.png
-            stem = base = os.path.splitext(os.path.basename(path))[0]
-            for i in range(2, len(names) + 3):
-                if stem not in names:
-                    break
+            base = os.path.splitext(os.path.basename(path))[0]
+            stem, i = base, 1
+            while stem in names:
+                i += 1
                 stem = f"{base}-{i}"
             names.add(stem)
             picture = os.path.join(out_dir, f"{stem}-masks.png")
@@ -175,16 +178,11 @@ def predict_images(checkpoint: str, paths, out_dir: str | None = None, *, top: i
 def _predict_one(model, image, mean, std, classes, path, picture, top):
     np = B.numpy
     x = normalize(image, mean, std)
-    with model.mode(False):
-        logits = B.to_numpy(model(B.to_device(x.astype(model.dtype, copy=False),
-                                              model.backend)))[0].astype(np.float64)
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
+    p = np.exp(F.log_softmax(eval_logits(model, x).astype(np.float64)))[0]
     order = np.argsort(-p, kind="stable")[:top]
     result = dict(file=path, top=[(classes[i], float(p[i])) for i in order])
     if picture is not None:
-        from ..viz import mask_figure, _save
+        from ..viz import plot_masks
         best, prob = result["top"][0]
-        fig, _, _ = mask_figure(model, x, image, titles=[f"{best} ({prob:.0%})"])
-        result["masks"] = _save(fig, picture)
+        result["masks"] = plot_masks(model, x, image, picture, titles=[f"{best} ({prob:.0%})"])
     return result
