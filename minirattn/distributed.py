@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from . import backend as B
@@ -209,15 +210,21 @@ class MPICommunicator(Communicator):
             # Ctrl-C reaches every rank: each ends the job at once; rank 0 says so, unless the
             # command that started the ranks (launch_ranks) is there to say it once
             if self.rank == 0 and os.environ.get(LAUNCHED_BY) != "1":
-                sys.stderr.write(interrupted_line(self.size))
-                sys.stderr.flush()
+                self._say(interrupted_line(self.size))
             self.comm.Abort(INTERRUPTED)
             os._exit(INTERRUPTED)            # pragma: no cover - Abort does not return
-        sys.stderr.write(f"minirattn: rank {self.rank} of {self.size} failed "
-                         f"({type(exc).__name__}: {exc}); ending all {self.size} ranks\n")
-        sys.stderr.flush()
+        self._say(f"minirattn: rank {self.rank} of {self.size} failed ({type(exc).__name__}: "
+                  f"{exc}); ending all {self.size} ranks\n")
         self.comm.Abort(1)
         os._exit(1)                          # pragma: no cover
+
+    @staticmethod
+    def _say(line: str) -> None:
+        """Write ``line`` to stderr and give the launcher a moment to forward it: MPI_Abort makes
+        it end every process at once, and a line still in the pipe would be lost with them."""
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        time.sleep(OUTPUT_GRACE)
 
     def _nccl_comm(self):
         """NCCL needs a GPU of its own for every rank: with fewer GPUs than ranks on a machine (or
@@ -441,6 +448,8 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 INTERRUPT_GRACE = 10
 #: Set in the ranks :func:`launch_ranks` starts (the launcher reports a Ctrl-C itself).
 LAUNCHED_BY = "MINIRATTN_LAUNCHED_RANKS"
+#: Seconds a failing rank waits after saying why, before it ends the job (see MPICommunicator).
+OUTPUT_GRACE = 0.2
 #: The exit status of ranks ended by Ctrl-C (128 + SIGINT, as a shell reports it).
 INTERRUPTED = 130
 
