@@ -15,7 +15,7 @@ __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
     "to_numpy", "pad", "numpy", "default_rng", "is_floating",
     "synchronize", "device_key", "use_device", "nccl", "current_stream_ptr", "device_count",
-    "fuse",
+    "fuse", "FUSED", "matmul",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -163,6 +163,10 @@ def pad(x, ph: int, pw: int, value: float = 0.0):
     return out
 
 
+#: Every function made by :func:`fuse`, by "module.name": the tests run each on real CuPy.
+FUSED = {}
+
+
 def fuse(fn):
     """``fn(xp, *args)`` as one kernel on CuPy (``cupy.fuse``), the plain function on NumPy.
 
@@ -188,7 +192,68 @@ def fuse(fn):
         return kernel(*args)
 
     call.__name__, call.__doc__, call.plain = fn.__name__, fn.__doc__, fn
+    call.kernels = kernels
+    FUSED[f"{fn.__module__}.{fn.__name__}"] = call
     return call
+
+
+def matmul(a, b, *, trans_a=False, trans_b=False):
+    """``op(a) @ op(b)`` as NumPy's matmul broadcasts it, ``op`` transposing the last two axes
+    where ``trans_a`` / ``trans_b`` say so.
+
+    On CuPy a product whose batch is one uniform stride per operand (an operand of 2 dimensions,
+    or of the result's batch shape, with C-contiguous matrices) is ONE cuBLAS strided-batched
+    GEMM: a shared operand gets stride 0 and a transposed one a transpose flag. CuPy's own matmul
+    would copy a transposed view and send a broadcast operand through three pointer-table
+    kernels and a pointer-array GEMM. Anything else goes to ``xp.matmul``.
+    docs/architecture.md ("One kernel per step on the GPU").
+    """
+    xp = xp_of(a, b)
+    if xp is not np:
+        plan = _strided_batched_plan(a, b, trans_a, trans_b)
+        if plan is not None:
+            return _gemm_strided_batched(xp, *plan)
+    return xp.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b)
+
+
+def _strided_batched_plan(a, b, trans_a, trans_b):
+    """(a, b, trans_a, trans_b, batch shape, M, K, N, stride of a, stride of b) when one
+    strided-batched GEMM computes the product, else None."""
+    if a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype.char not in "fd":
+        return None
+    M, K = a.shape[-2:][::-1] if trans_a else a.shape[-2:]
+    K2, N = b.shape[-2:][::-1] if trans_b else b.shape[-2:]
+    if K != K2 or 0 in (M, K, N):
+        return None
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    strides = []
+    for x in (a, b):
+        if not x.flags.c_contiguous:
+            return None
+        if all(d == 1 for d in x.shape[:-2]):
+            strides.append(0)                    # shared by every product of the batch
+        elif x.shape[:-2] == batch:
+            strides.append(x.shape[-1] * x.shape[-2])
+        else:
+            return None                          # broadcast on some batch axes only
+    if 0 in batch:
+        return None
+    return (a, b, trans_a, trans_b, batch, M, K, N, *strides)
+
+
+def _gemm_strided_batched(xp, a, b, trans_a, trans_b, batch, M, K, N, stride_a, stride_b):
+    """out[i] = op(a[i]) op(b[i]) through cuBLAS, which is column-major: a row-major (r, c)
+    matrix is its column-major (c, r) transpose, so out^T = op(b)^T op(a)^T is computed, with b
+    as cuBLAS's first operand and a as its second."""
+    out = xp.empty(batch + (M, N), dtype=a.dtype)
+    count = int(np.prod(batch, dtype=np.int64))
+    gemm = xp.cuda.cublas.sgemmStridedBatched if a.dtype.char == "f" else \
+        xp.cuda.cublas.dgemmStridedBatched
+    one, zero = np.ones((), a.dtype), np.zeros((), a.dtype)
+    gemm(xp.cuda.device.get_cublas_handle(), int(trans_b), int(trans_a), N, M, K,
+         one.ctypes.data, b.data.ptr, b.shape[-1], stride_b, a.data.ptr, a.shape[-1], stride_a,
+         zero.ctypes.data, out.data.ptr, N, M * N, count)
+    return out
 
 
 def default_rng(seed=None):

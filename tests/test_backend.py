@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, strategies as st
 
 from minirattn import backend
 
@@ -103,3 +104,24 @@ def test_no_import_runs_back_up_the_layers():
             upward += [f"{path.relative_to(root)} imports {t}" for t in targets
                        if t in LAYERS and LAYERS.index(t) > LAYERS.index(me)]
     assert not upward, upward
+
+
+@pytest.mark.gpu
+@given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.integers(1, 5),
+       st.sampled_from(["shared a", "shared b", "both batched", "2-D", "batch of ones"]),
+       st.booleans(), st.booleans(), st.sampled_from(["float32", "float64"]))
+def test_matmul_is_numpys_matmul_with_transposes(n, M, K, N, layout, trans_a, trans_b, dtype):
+    """backend.matmul: one strided-batched GEMM on CuPy (the stand-in runs cuBLAS's
+    column-major definition on its storage), NumPy's matmul of the transposed operands."""
+    rng = np.random.default_rng(n * 1000 + M * 100 + K * 10 + N)
+    a_batch, b_batch = {"shared a": ((), (n,)), "shared b": ((n,), ()),
+                        "both batched": ((n,), (n,)), "2-D": ((), ()),
+                        "batch of ones": ((1,), (n,))}[layout]
+    a = rng.standard_normal(a_batch + ((K, M) if trans_a else (M, K))).astype(dtype)
+    b = rng.standard_normal(b_batch + ((N, K) if trans_b else (K, N))).astype(dtype)
+    want = np.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b)
+    for name in ("numpy", "cupy"):
+        got = backend.matmul(backend.to_device(a, name), backend.to_device(b, name),
+                             trans_a=trans_a, trans_b=trans_b)
+        assert got.shape == want.shape and got.dtype == want.dtype
+        np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-5, atol=1e-5)

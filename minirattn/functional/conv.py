@@ -159,7 +159,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto"
     saved = x
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
-        y = xp.matmul(wg, xs.reshape((N,) + g_ + (Cg, Ho * Wo))).reshape(N, F, Ho, Wo)
+        y = backend.matmul(wg, xs.reshape((N,) + g_ + (Cg, Ho * Wo))).reshape(N, F, Ho, Wo)
     elif method == "planes":
         if G == 1:
             y, saved = conv_planes.forward(x, w, (sh, sw), (ph, pw), Ho, Wo, max_col_bytes)
@@ -176,7 +176,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto"
         for s, e in chunks(N, per_sample, x, max_col_bytes):
             cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo)      # (n, C kh kw, P), C-major
             cols = cols.reshape((e - s,) + g_ + (K, Ho * Wo))
-            y[s:e] = xp.matmul(wg, cols).reshape(e - s, F, Ho, Wo)
+            y[s:e] = backend.matmul(wg, cols).reshape(e - s, F, Ho, Wo)
     if b is not None:
         y += b.reshape(1, F, 1, 1)
     return y, ConvCache(method, saved, w, b is not None, (sh, sw), (ph, pw), (N, C, H, W),
@@ -188,8 +188,9 @@ def conv2d_backward(dy, cache):
 
     db = sum over n, h, w of dy. im2col: dw = sum_n dy_n cols_n^T, dx = col2im(w^T dy).
     matmul: dx = w^T dy, dw = sum_n dy_n x_n^T. planes: :func:`conv_planes.backward`.
-    (A batched matmul against the transposed view and a sum over n is ~3x faster here than
-    tensordot, which copies both operands into 2-D layouts.)
+    (A batched matmul against the transposed operand and a sum over n is ~3x faster here than
+    tensordot, which copies both operands into 2-D layouts; ``backend.matmul`` transposes by a
+    flag, so on CuPy each product is one GEMM without a copy.)
     """
     method, x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W), max_col_bytes, G = cache
     xp = backend.xp_of(dy, w)
@@ -197,13 +198,13 @@ def conv2d_backward(dy, cache):
     Fg, K = F // G, Cg * kh * kw
     Ho, Wo = dy.shape[2], dy.shape[3]
     g_ = _group_axis(G)
-    wgT = w.reshape(g_ + (Fg, K)).swapaxes(-1, -2)          # ([G,] K, F/G)
+    wg = w.reshape(g_ + (Fg, K))                            # ([G,] F/G, K), used transposed
     dyg = dy.reshape((N,) + g_ + (Fg, Ho * Wo))
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         xs = xs.reshape((N,) + g_ + (Cg, Ho * Wo))
-        dw = xp.matmul(dyg, xs.swapaxes(-1, -2)).sum(axis=0)
-        dxs = xp.matmul(wgT, dyg).reshape(N, C, Ho, Wo)
+        dw = backend.matmul(dyg, xs, trans_b=True).sum(axis=0)
+        dxs = backend.matmul(wg, dyg, trans_a=True).reshape(N, C, Ho, Wo)
         if (sh, sw) == (1, 1):
             dx = dxs
         else:
@@ -226,8 +227,8 @@ def conv2d_backward(dy, cache):
         for s, e in chunks(N, per_sample, x, max_col_bytes):
             n = e - s
             cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo).reshape((n,) + g_ + (K, Ho * Wo))
-            dw += xp.matmul(dyg[s:e], cols.swapaxes(-1, -2)).sum(axis=0)
-            dcols = xp.matmul(wgT, dyg[s:e]).reshape(n, C * kh * kw, Ho * Wo)
+            dw += backend.matmul(dyg[s:e], cols, trans_b=True).sum(axis=0)
+            dcols = backend.matmul(wg, dyg[s:e], trans_a=True).reshape(n, C * kh * kw, Ho * Wo)
             col2im(dcols, dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
         dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
     grads = (dx, dw.reshape(w.shape))

@@ -66,20 +66,20 @@ def bilinear_forward(x, size):
     N, C, H, W = x.shape
     if Ho * Wo * H * W <= KRON_MAX_ENTRIES:
         K = kron_operator(Ho, Wo, H, W, xp, x.dtype)
-        return xp.matmul(x.reshape(N * C, H * W), K.T).reshape(N, C, Ho, Wo), ("kron", K, x.shape)
+        y = backend.matmul(x.reshape(N * C, H * W), K, trans_b=True).reshape(N, C, Ho, Wo)
+        return y, ("kron", K, x.shape)
     A_h = interpolation_matrix(Ho, H, xp, x.dtype)
     A_w = interpolation_matrix(Wo, W, xp, x.dtype)
-    t = xp.matmul(x.reshape(N * C * H, W), A_w.T).reshape(N, C, H, Wo)
-    return xp.matmul(A_h, t), ("separable", A_h, A_w)
+    t = backend.matmul(x.reshape(N * C * H, W), A_w, trans_b=True).reshape(N, C, H, Wo)
+    return backend.matmul(A_h, t), ("separable", A_h, A_w)
 
 
 def bilinear_backward(dy, cache):
     """dx = A_h^T dy A_w (vec(dx) = K^T vec(dy) on the Kronecker path)."""
-    xp = backend.xp_of(dy)
     N, C, Ho, Wo = dy.shape
     path, A, B = cache
     if path == "kron":                                        # A = K, B = the input's shape
-        return xp.matmul(dy.reshape(N * C, Ho * Wo), A).reshape(B)
+        return backend.matmul(dy.reshape(N * C, Ho * Wo), A).reshape(B)
     A_h, A_w = A, B
-    t = xp.matmul(dy.reshape(N * C * Ho, Wo), A_w).reshape(N, C, Ho, A_w.shape[1])
-    return xp.matmul(A_h.T, t)
+    t = backend.matmul(dy.reshape(N * C * Ho, Wo), A_w).reshape(N, C, Ho, A_w.shape[1])
+    return backend.matmul(A_h, t, trans_a=True)

@@ -187,6 +187,7 @@ class ndarray:
     strides = property(lambda self: self._a.strides)
     flags = property(lambda self: self._a.flags)
     T = property(lambda self: ndarray(self._a.T))
+    data = property(lambda self: types.SimpleNamespace(ptr=self._a.ctypes.data))   # its address
 
     def __len__(self):
         return len(self._a)
@@ -474,8 +475,52 @@ def _cuda_module():
     Stream.null = Stream()
     runtime = types.SimpleNamespace(getDeviceCount=lambda: 1, deviceSynchronize=lambda: _sync(
         "device synchronize"))
+    handle = lambda: 1                           # noqa: E731 (one cuBLAS handle)
     return types.SimpleNamespace(runtime=runtime, Stream=Stream, Device=Device,
-                                 get_current_stream=lambda: Stream.null)
+                                 get_current_stream=lambda: Stream.null, cublas=_Cublas(),
+                                 device=types.SimpleNamespace(get_cublas_handle=handle),
+                                 get_cublas_handle=handle)
+
+
+class _Cublas:
+    """The cuBLAS routines minirattn.backend calls, as cuBLAS defines them: column-major
+    matrices at raw addresses (here the NumPy storage of stand-in arrays), leading dimensions,
+    strides in elements, alpha and beta at host addresses; beta = 0 ignores what C held. Bad
+    sizes raise as cuBLAS's CUBLAS_STATUS_INVALID_VALUE would. One launch per call."""
+
+    def sgemmStridedBatched(self, *args):
+        self._gemm(numpy.float32, *args)
+
+    def dgemmStridedBatched(self, *args):
+        self._gemm(numpy.float64, *args)
+
+    @staticmethod
+    def _gemm(dtype, handle, transa, transb, m, n, k, alpha, A, lda, stride_a, B, ldb, stride_b,
+              beta, C, ldc, stride_c, count):
+        import ctypes
+        item = numpy.dtype(dtype).itemsize
+        ctype = ctypes.c_float if dtype == numpy.float32 else ctypes.c_double
+
+        def matrix(address, rows, cols, ld, stride, i):
+            if ld < max(1, rows):
+                raise ValueError(f"cuBLAS: CUBLAS_STATUS_INVALID_VALUE (leading dimension {ld} "
+                                 f"< {rows} rows)")
+            extent = (cols - 1) * ld + rows
+            buffer = numpy.ctypeslib.as_array((ctype * extent).from_address(
+                address + i * stride * item))
+            return numpy.lib.stride_tricks.as_strided(buffer, (rows, cols), (item, ld * item))
+
+        if min(m, n, k, count) < 0 or transa not in (0, 1) or transb not in (0, 1):
+            raise ValueError("cuBLAS: CUBLAS_STATUS_INVALID_VALUE")
+        _launch(what="cuBLAS strided-batched GEMM")
+        scale = ctype.from_address(alpha).value
+        keep = ctype.from_address(beta).value
+        for i in range(count):
+            a = matrix(A, *((m, k) if transa == 0 else (k, m)), lda, stride_a, i)
+            b = matrix(B, *((k, n) if transb == 0 else (n, k)), ldb, stride_b, i)
+            c = matrix(C, m, n, ldc, stride_c, i)
+            product = scale * ((a if transa == 0 else a.T) @ (b if transb == 0 else b.T))
+            c[...] = product if keep == 0 else product + keep * c
 
 
 CUPY = _module()
