@@ -201,9 +201,9 @@ def matmul(a, b, *, trans_a=False, trans_b=False):
     """``op(a) @ op(b)`` as NumPy's matmul broadcasts it, ``op`` transposing the last two axes
     where ``trans_a`` / ``trans_b`` say so.
 
-    On CuPy a product whose batch is one uniform stride per operand (an operand of 2 dimensions,
-    or of the result's batch shape, with C-contiguous matrices) is ONE cuBLAS strided-batched
-    GEMM: a shared operand gets stride 0 and a transposed one a transpose flag. CuPy's own matmul
+    On CuPy a product whose operands cuBLAS can read in place (contiguous rows one row stride
+    apart; a batch of one stride, or none) is ONE cuBLAS strided-batched GEMM: a shared operand
+    gets stride 0, a transposed one a transpose flag, a slice of a wider matrix its row stride. CuPy's own matmul
     would copy a transposed view and send a broadcast operand through three pointer-table
     kernels and a pointer-array GEMM. Anything else goes to ``xp.matmul``.
     docs/architecture.md ("One kernel per step on the GPU").
@@ -217,41 +217,57 @@ def matmul(a, b, *, trans_a=False, trans_b=False):
 
 
 def _strided_batched_plan(a, b, trans_a, trans_b):
-    """(a, b, trans_a, trans_b, batch shape, M, K, N, stride of a, stride of b) when one
-    strided-batched GEMM computes the product, else None."""
+    """(a, b, trans_a, trans_b, batch shape, M, K, N, (ld, stride) of a, of b) when one
+    strided-batched GEMM computes the product, else None. An operand qualifies when its rows are
+    contiguous, one row stride apart (the leading dimension), and its batch is one stride."""
     if a.ndim < 2 or b.ndim < 2 or a.dtype != b.dtype or a.dtype.char not in "fd":
         return None
     M, K = a.shape[-2:][::-1] if trans_a else a.shape[-2:]
     K2, N = b.shape[-2:][::-1] if trans_b else b.shape[-2:]
-    if K != K2 or 0 in (M, K, N):
-        return None
     batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    strides = []
-    for x in (a, b):
-        if not x.flags.c_contiguous:
-            return None
-        if all(d == 1 for d in x.shape[:-2]):
-            strides.append(0)                    # shared by every product of the batch
-        elif x.shape[:-2] == batch:
-            strides.append(x.shape[-1] * x.shape[-2])
-        else:
-            return None                          # broadcast on some batch axes only
-    if 0 in batch:
+    if K != K2 or 0 in (M, K, N) or 0 in batch:
         return None
-    return (a, b, trans_a, trans_b, batch, M, K, N, *strides)
+    layouts = [_gemm_layout(x, batch) for x in (a, b)]
+    if None in layouts:
+        return None
+    return (a, b, trans_a, trans_b, batch, M, K, N, *layouts)
 
 
-def _gemm_strided_batched(xp, a, b, trans_a, trans_b, batch, M, K, N, stride_a, stride_b):
+def _gemm_layout(x, batch):
+    """(leading dimension, batch stride) of ``x`` in elements, or None where cuBLAS cannot read
+    it in place. Stride 0: one matrix shared by the whole batch."""
+    item, (rows, cols) = x.itemsize, x.shape[-2:]
+    if cols > 1 and x.strides[-1] != item:
+        return None
+    ld = x.strides[-2] // item if rows > 1 else cols
+    if ld < cols or x.strides[-2] % item:
+        return None
+    lead = x.shape[:-2]
+    if all(d == 1 for d in lead):
+        return ld, 0
+    if lead != batch:
+        return None                              # broadcast on some batch axes only
+    for i in range(len(lead) - 1):              # the batch axes must make one stride
+        if lead[i + 1] > 1 and x.strides[i] != lead[i + 1] * x.strides[i + 1]:
+            return None
+    step = next((x.strides[i] for i in range(len(lead) - 1, -1, -1) if lead[i] > 1), 0)
+    if step % item or step < 0:
+        return None
+    return ld, step // item
+
+
+def _gemm_strided_batched(xp, a, b, trans_a, trans_b, batch, M, K, N, layout_a, layout_b):
     """out[i] = op(a[i]) op(b[i]) through cuBLAS, which is column-major: a row-major (r, c)
-    matrix is its column-major (c, r) transpose, so out^T = op(b)^T op(a)^T is computed, with b
-    as cuBLAS's first operand and a as its second."""
+    matrix of row stride ld is its column-major (c, r) transpose with leading dimension ld, so
+    out^T = op(b)^T op(a)^T is computed, with b as cuBLAS's first operand and a as its second."""
     out = xp.empty(batch + (M, N), dtype=a.dtype)
     count = int(np.prod(batch, dtype=np.int64))
     gemm = xp.cuda.cublas.sgemmStridedBatched if a.dtype.char == "f" else \
         xp.cuda.cublas.dgemmStridedBatched
     one, zero = np.ones((), a.dtype), np.zeros((), a.dtype)
+    (lda, stride_a), (ldb, stride_b) = layout_a, layout_b
     gemm(xp.cuda.device.get_cublas_handle(), int(trans_b), int(trans_a), N, M, K,
-         one.ctypes.data, b.data.ptr, b.shape[-1], stride_b, a.data.ptr, a.shape[-1], stride_a,
+         one.ctypes.data, b.data.ptr, ldb, stride_b, a.data.ptr, lda, stride_a,
          zero.ctypes.data, out.data.ptr, N, M * N, count)
     return out
 

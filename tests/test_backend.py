@@ -108,7 +108,8 @@ def test_no_import_runs_back_up_the_layers():
 
 @pytest.mark.gpu
 @given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.integers(1, 5),
-       st.sampled_from(["shared a", "shared b", "both batched", "2-D", "batch of ones"]),
+       st.sampled_from(["shared a", "shared b", "both batched", "2-D", "batch of ones",
+                        "sliced rows", "sliced batch"]),
        st.booleans(), st.booleans(), st.sampled_from(["float32", "float64"]))
 def test_matmul_is_numpys_matmul_with_transposes(n, M, K, N, layout, trans_a, trans_b, dtype):
     """backend.matmul: one strided-batched GEMM on CuPy (the stand-in runs cuBLAS's
@@ -116,12 +117,30 @@ def test_matmul_is_numpys_matmul_with_transposes(n, M, K, N, layout, trans_a, tr
     rng = np.random.default_rng(n * 1000 + M * 100 + K * 10 + N)
     a_batch, b_batch = {"shared a": ((), (n,)), "shared b": ((n,), ()),
                         "both batched": ((n,), (n,)), "2-D": ((), ()),
-                        "batch of ones": ((1,), (n,))}[layout]
+                        "batch of ones": ((1,), (n,)), "sliced rows": ((), ()),
+                        "sliced batch": ((n,), (n,))}[layout]
     a = rng.standard_normal(a_batch + ((K, M) if trans_a else (M, K))).astype(dtype)
     b = rng.standard_normal(b_batch + ((N, K) if trans_b else (K, N))).astype(dtype)
+    if layout.startswith("sliced"):      # views of wider arrays: a row stride above the width
+        a = np.concatenate([a, a[..., :1] + 1], axis=-1)[..., :-1]
+        b = np.concatenate([b, b], axis=-1)[..., b.shape[-1]:]
     want = np.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b)
     for name in ("numpy", "cupy"):
-        got = backend.matmul(backend.to_device(a, name), backend.to_device(b, name),
+        on = {"numpy": lambda v: v, "cupy": lambda v: _sliced_like(v, backend.to_device)}[name]
+        got = backend.matmul(on(a), on(b),
                              trans_a=trans_a, trans_b=trans_b)
         assert got.shape == want.shape and got.dtype == want.dtype
         np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-5, atol=1e-5)
+
+
+def _sliced_like(v, to_device):
+    """``v`` on the device with ``v``'s own strides: a wider array moved, then sliced alike."""
+    if v.flags.c_contiguous:
+        return to_device(v, "cupy")
+    base = v.base
+    while base is not None and base.base is not None:
+        base = base.base
+    whole = to_device(np.ascontiguousarray(base), "cupy")
+    offset = (v.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // v.itemsize
+    flat = whole.reshape(-1)[offset:]
+    return backend.get("cupy").lib.stride_tricks.as_strided(flat, v.shape, v.strides)

@@ -145,7 +145,7 @@ def forward(x, w, stride, padding, Ho, Wo, max_col_bytes=None):
     per_sample = max(C * kh * kw * Ho, (Dh + 1) * (Dw + 1) * F * (g1 - g0)) * Wr * x.dtype.itemsize
     for s, e in chunks(N, per_sample, x, max_col_bytes):
         planes = phase_planes(x[s:e], stride, padding, R, Wr, Dw)
-        z = xp.matmul(w2, plane_windows(planes, e - s, kh, kw, stride, Wr, Ho))   # (F, Ho n Wr)
+        z = backend.matmul(w2, plane_windows(planes, e - s, kh, kw, stride, Wr, Ho))  # (F, Ho n Wr)
         y[s:e] = z.reshape(F, Ho, e - s, Wr)[..., :Wo].transpose(2, 0, 1, 3)       # drop the rest
         kept.append((s, e, planes))
     return y, kept
@@ -192,9 +192,9 @@ def backward(dy, kept, x_shape, w, stride, padding):
             for k, (d0, d1, nc, w_blk) in enumerate(blocks):
                 c_blk = cols[d0:d1, :nc].reshape(-1, (g1 - g0) * row)
                 c_blk = c_blk[:, (r0 - g0) * row:(r0 - g0 + nh) * row]
-                part = xp.matmul(w_blk, c_blk)                     # (C, nh n Wr)
+                part = backend.matmul(w_blk, c_blk)                # (C, nh n Wr)
                 dx_ab = part if dx_ab is None else xp.add(dx_ab, part, out=dx_ab)
-                part = xp.matmul(c_blk, x_ab.T)                    # (K, C)
+                part = backend.matmul(c_blk, x_ab, trans_b=True)   # (K, C)
                 acc[k] = part if acc[k] is None else xp.add(acc[k], part, out=acc[k])
             dx_phase = dx_ab.reshape(C, nh, n, Wr)[..., c0:c0 + nw]
             dx[s:e, :, h0::sh, w0::sw] = dx_phase.transpose(2, 0, 1, 3)
