@@ -1,13 +1,17 @@
-"""Kernel launches, device syncs and transfers of one training step, counted on the CuPy stand-in.
+"""Kernel launches, cuBLAS calls, device syncs and copies to the host of one training step.
 
+    pip install -e ".[gpu-sim]"                        # CuPy 14.2 and NVRTC for the simulation
     python benchmarks/launches.py                      # Attention-56 and -92, batch 64
-    python benchmarks/launches.py --arch attention92 --by-layer
+    python benchmarks/launches.py --arch attention92 --by-site
+    python benchmarks/launches.py --arch attention92 --by-layer   # the stand-in's estimate
 
-What a GPU would be asked to do, without a GPU: the test suite's strict NumPy-backed CuPy stand-in
-(tests/cupy_standin) counts one launch per elementwise operation, reduction or routine, one per
-fused function (``backend.fuse``), one per matrix product plus one per operand it must copy, one
-per copying reshape. At CuPy's 8-15 us of host
-time per launch, the count bounds the step time from below whatever the GPU.
+What a GPU is asked to do, without a GPU. The count is real CuPy's: CuPy 14.2 runs the second of
+two training steps of the full-width network over the tests' simulated device (tests/cupy_sim),
+which records every kernel launch and cuBLAS call. The estimate beside it is the tests' NumPy-backed
+stand-in's (tests/cupy_standin: one launch per elementwise operation, reduction, routine, fused
+function, product and copy it models), kept because it attributes launches to layers
+(``--by-layer``); it is a model and undercounts what CuPy does inside its routines. At CuPy's
+8-15 us of host time per launch, the count bounds the step time from below whatever the GPU.
 """
 from __future__ import annotations
 
@@ -61,22 +65,37 @@ def _wrap_layers(net, kinds, count):
             object.__setattr__(m, name, counted)
 
 
+def count_real(arch, batch):
+    """Real CuPy's report of the second training step (tests/cupy_sim/exercise.py)."""
+    from cupy_sim import exercise
+    return exercise.run("--step", arch, str(batch), "--no-scenarios")["step"]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--arch", nargs="+", default=["attention56", "attention92"])
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--by-layer", action="store_true")
+    p.add_argument("--by-site", action="store_true", help="real CuPy's launches by source line")
+    p.add_argument("--by-layer", action="store_true", help="the stand-in's estimate by layer")
     args = p.parse_args(argv)
-    print("| network | launches per step | syncs | host->device | device->host |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print("| network | CuPy: kernel launches | cuBLAS calls | in all | syncs | device->host "
+          "| stand-in's estimate |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for arch in args.arch:
+        real = count_real(arch, args.batch)
         launches, syncs, h2d, d2h, kinds = count_step(arch, args.batch, args.by_layer)
-        print(f"| {arch} | {launches:,} | {syncs} | {h2d} | {d2h} |")
+        print(f"| {arch} | {real['n_launches']:,} | {real['n_cublas']:,} | "
+              f"{real['n_launches'] + real['n_cublas']:,} | {len(real['syncs'])} | "
+              f"{len(real['to_host'])} | {launches:,} |")
+        if args.by_site:
+            for site, n in sorted(real["by_site"].items(), key=lambda kv: -kv[1])[:25]:
+                print(f"|   {site} | {n:,} | | | | | |")
         if args.by_layer:
             layers = sum(kinds.values())
             for kind, n in kinds.most_common():
-                print(f"|   {kind} | {n:,} | | | |")
-            print(f"|   other (optimizer, zero_grad, loss, joins) | {launches - layers:,} | | | |")
+                print(f"|   {kind} (estimate) | | | | | | {n:,} |")
+            print(f"|   other (optimizer, zero_grad, loss, joins) | | | | | | "
+                  f"{launches - layers:,} |")
 
 
 if __name__ == "__main__":

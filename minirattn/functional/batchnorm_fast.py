@@ -4,7 +4,8 @@ arranged for speed. Read the textbook pair first; this module gives the same num
 Derivation: docs/math/batchnorm.md
 
 - ``"fused"`` (the GPU path): each step is one kernel (``backend.fuse``): forward, sum x, sum
-  (x - mu)^2 and the normalisation (+ ReLU); backward, sum dy, sum dy xhat and dx. Nothing per
+  (x - mu)^2 and the normalisation (+ ReLU); backward, sum dy and sum dy xhat (one reduction
+  whose two rows they are) and dx. Nothing per
   channel gets a kernel of its own: mu = total / count and 1 / sqrt(var + eps) are recomputed
   inside each kernel from the sums the cache keeps (docs/architecture.md, "One kernel per step on
   the GPU"). On NumPy ``backend.fuse`` is the plain function, so this path runs there too (the
@@ -82,21 +83,35 @@ def _eval_input_grad(xp, g, squares, count, eps, gamma):
     return g * (gamma / xp.sqrt(squares / count + eps))
 
 
-@backend.fuse
-def _sum_g_xhat(xp, dy, x, total, squares, count, eps):
+def _both_sums(xp, g, x, total, squares, count, eps, pick):
+    """[sum g xhat, sum g] over (N, H, W) as one (2, C) reduction: ``pick`` is (1, 0) on a
+    leading axis of its own, so row k sums g (pick_k xhat + 1 - pick_k)."""
     mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
-    return xp.sum(dy * ((x - mu) * inv_std), axis=(0, 2, 3))
+    return xp.sum(g * (pick * ((x - mu) * inv_std) + (1 - pick)), axis=(1, 3, 4))
 
 
 @backend.fuse
-def _sum_g_relu(xp, dy, y):
-    return xp.sum(dy * (y > 0), axis=(0, 2, 3))
+def _sums_g_xhat_and_g(xp, dy, x, total, squares, count, eps, pick):
+    """[dgamma, dbeta] = [sum dy xhat, sum dy]: the backward's two reductions, one kernel."""
+    return _both_sums(xp, dy, x, total, squares, count, eps, pick)
 
 
 @backend.fuse
-def _sum_g_xhat_relu(xp, dy, y, x, total, squares, count, eps):
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
-    return xp.sum(dy * (y > 0) * ((x - mu) * inv_std), axis=(0, 2, 3))
+def _sums_g_xhat_and_g_relu(xp, dy, y, x, total, squares, count, eps, pick):
+    """As :func:`_sums_g_xhat_and_g` for g = dy [y > 0], the gradient through the ReLU."""
+    return _both_sums(xp, dy * (y > 0), x, total, squares, count, eps, pick)
+
+
+_PICK = {}
+
+
+def pick_rows(xp, dtype):
+    """The (2, 1, 1, 1, 1) array (1, 0) that lays the two gradient sums on rows of one
+    reduction; made once per device and dtype."""
+    key = (backend.device_key(xp), str(dtype))
+    if key not in _PICK:
+        _PICK[key] = xp.asarray(backend.numpy.array([1, 0], dtype=dtype).reshape(2, 1, 1, 1, 1))
+    return _PICK[key]
 
 
 @backend.fuse
@@ -175,20 +190,22 @@ def backward_in_place(dy, cache):
 
 
 def _gradient_sums(dy, cache):
-    """(sum g, sum g xhat) over this rank's batch, g = dy or, after a ReLU, dy [y > 0]; and g
-    itself, or None where the kernels mask dy themselves (training with a ReLU)."""
+    """(sum g, sum g xhat) over this rank's batch, g = dy or, after a ReLU, dy [y > 0], from one
+    reduction kernel; and g itself, or None where the kernels mask dy themselves (training with
+    a ReLU)."""
     x, y, (total, squares, M, eps) = cache.x, cache.y, cache[3:7]
-    stats = (column(total), column(squares), M, eps)
-    if not cache.training:
+    stats = (column(total), column(squares), M, eps, pick_rows(backend.xp_of(dy), dy.dtype))
+    if cache.relu and cache.training:
+        both, g = _sums_g_xhat_and_g_relu(dy, y, x, *stats), None
+    else:
         g = relu_grad(dy, y) if cache.relu else dy
-        return channel_sum(g), _sum_g_xhat(g, x, *stats), g
-    if cache.relu:
-        return _sum_g_relu(dy, y), _sum_g_xhat_relu(dy, y, x, *stats), None
-    return channel_sum(dy), _sum_g_xhat(dy, x, *stats), dy
+        both = _sums_g_xhat_and_g(g, x, *stats)
+    return both[1], both[0], g
 
 
 def backward_fused(dy, cache):
-    """The backward as three kernels: two fused reductions (which are dbeta and dgamma) and dx."""
+    """The backward as two kernels: one fused reduction (whose rows are dgamma and dbeta) and
+    dx."""
     x = cache.x
     dbeta, dgamma, g = _gradient_sums(dy, cache)
     stats = (column(cache.total), column(cache.squares), cache.count, cache.eps)
