@@ -197,9 +197,10 @@ def fuse(fn):
     return call
 
 
-def matmul(a, b, *, trans_a=False, trans_b=False):
+def matmul(a, b, *, trans_a=False, trans_b=False, out=None, accumulate=False):
     """``op(a) @ op(b)`` as NumPy's matmul broadcasts it, ``op`` transposing the last two axes
-    where ``trans_a`` / ``trans_b`` say so.
+    where ``trans_a`` / ``trans_b`` say so. ``out``: the array to write it into (returned), and
+    with ``accumulate=True`` to add it to, in place (on CuPy cuBLAS's beta = 1: no extra kernel).
 
     On CuPy a product whose operands cuBLAS can read in place (contiguous rows one row stride
     apart; a batch of one stride, or none) is ONE cuBLAS strided-batched GEMM: a shared operand
@@ -208,12 +209,25 @@ def matmul(a, b, *, trans_a=False, trans_b=False):
     kernels and a pointer-array GEMM. Anything else goes to ``xp.matmul``.
     docs/architecture.md ("One kernel per step on the GPU").
     """
+    if accumulate and out is None:
+        raise ValueError("matmul: accumulate=True needs out=, the array to add the product to")
     xp = xp_of(a, b)
     if xp is not np:
         plan = _strided_batched_plan(a, b, trans_a, trans_b)
         if plan is not None:
-            return _gemm_strided_batched(xp, *plan)
-    return xp.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b)
+            layout = None if out is None else _gemm_layout(out, plan[4])
+            if out is None or (layout is not None and out.shape == plan[4] + plan[5:8:2]
+                               and out.dtype == a.dtype):
+                return _gemm_strided_batched(xp, *plan, out, layout, accumulate)
+    product = xp.matmul(a.swapaxes(-1, -2) if trans_a else a,
+                        b.swapaxes(-1, -2) if trans_b else b)
+    if out is None:
+        return product
+    if accumulate:
+        out += product
+    else:
+        out[...] = product
+    return out
 
 
 def _strided_batched_plan(a, b, trans_a, trans_b):
@@ -256,19 +270,23 @@ def _gemm_layout(x, batch):
     return ld, step // item
 
 
-def _gemm_strided_batched(xp, a, b, trans_a, trans_b, batch, M, K, N, layout_a, layout_b):
-    """out[i] = op(a[i]) op(b[i]) through cuBLAS, which is column-major: a row-major (r, c)
-    matrix of row stride ld is its column-major (c, r) transpose with leading dimension ld, so
-    out^T = op(b)^T op(a)^T is computed, with b as cuBLAS's first operand and a as its second."""
-    out = xp.empty(batch + (M, N), dtype=a.dtype)
+def _gemm_strided_batched(xp, a, b, trans_a, trans_b, batch, M, K, N, layout_a, layout_b,
+                          out=None, layout_out=None, accumulate=False):
+    """out[i] = op(a[i]) op(b[i]) (+ out[i]) through cuBLAS, which is column-major: a row-major
+    (r, c) matrix of row stride ld is its column-major (c, r) transpose with leading dimension
+    ld, so out^T = op(b)^T op(a)^T is computed, with b as cuBLAS's first operand and a as its
+    second."""
+    if out is None:
+        out = xp.empty(batch + (M, N), dtype=a.dtype)
+        layout_out = (N, M * N)
     count = int(np.prod(batch, dtype=np.int64))
     gemm = xp.cuda.cublas.sgemmStridedBatched if a.dtype.char == "f" else \
         xp.cuda.cublas.dgemmStridedBatched
-    one, zero = np.ones((), a.dtype), np.zeros((), a.dtype)
-    (lda, stride_a), (ldb, stride_b) = layout_a, layout_b
+    one, beta = np.ones((), a.dtype), np.array(1 if accumulate else 0, a.dtype)
+    (lda, stride_a), (ldb, stride_b), (ldc, stride_c) = layout_a, layout_b, layout_out
     gemm(xp.cuda.device.get_cublas_handle(), int(trans_b), int(trans_a), N, M, K,
          one.ctypes.data, b.data.ptr, ldb, stride_b, a.data.ptr, lda, stride_a,
-         zero.ctypes.data, out.data.ptr, N, M * N, count)
+         beta.ctypes.data, out.data.ptr, ldc, stride_c, count)
     return out
 
 

@@ -110,8 +110,10 @@ def test_no_import_runs_back_up_the_layers():
 @given(st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.integers(1, 5),
        st.sampled_from(["shared a", "shared b", "both batched", "2-D", "batch of ones",
                         "sliced rows", "sliced batch"]),
-       st.booleans(), st.booleans(), st.sampled_from(["float32", "float64"]))
-def test_matmul_is_numpys_matmul_with_transposes(n, M, K, N, layout, trans_a, trans_b, dtype):
+       st.booleans(), st.booleans(), st.sampled_from(["float32", "float64"]),
+       st.sampled_from([None, "out", "accumulate"]))
+def test_matmul_is_numpys_matmul_with_transposes(n, M, K, N, layout, trans_a, trans_b, dtype,
+                                                 into):
     """backend.matmul: one strided-batched GEMM on CuPy (the stand-in runs cuBLAS's
     column-major definition on its storage), NumPy's matmul of the transposed operands."""
     rng = np.random.default_rng(n * 1000 + M * 100 + K * 10 + N)
@@ -125,11 +127,16 @@ def test_matmul_is_numpys_matmul_with_transposes(n, M, K, N, layout, trans_a, tr
         a = np.concatenate([a, a[..., :1] + 1], axis=-1)[..., :-1]
         b = np.concatenate([b, b], axis=-1)[..., b.shape[-1]:]
     want = np.matmul(a.swapaxes(-1, -2) if trans_a else a, b.swapaxes(-1, -2) if trans_b else b)
+    start = rng.standard_normal(want.shape).astype(dtype)
+    if into == "accumulate":
+        want = want + start
     for name in ("numpy", "cupy"):
         on = {"numpy": lambda v: v, "cupy": lambda v: _sliced_like(v, backend.to_device)}[name]
-        got = backend.matmul(on(a), on(b),
-                             trans_a=trans_a, trans_b=trans_b)
+        out = None if into is None else backend.to_device(start.copy(), name)
+        got = backend.matmul(on(a), on(b), trans_a=trans_a, trans_b=trans_b, out=out,
+                             accumulate=into == "accumulate")
         assert got.shape == want.shape and got.dtype == want.dtype
+        assert out is None or got is out
         np.testing.assert_allclose(backend.to_numpy(got), want, rtol=1e-5, atol=1e-5)
 
 

@@ -384,3 +384,41 @@ def test_grouped_conv2d_module_initialises_by_its_fan_in():
               [np.random.default_rng(0).standard_normal((2, 4, 5, 5))])
     with pytest.raises(ValueError, match="groups=3 must divide in_ch \\(4\\)"):
         nn.Conv2d(4, 6, 3, groups=3)
+
+
+@given(rectangular_case(), st.sampled_from(["im2col", "matmul", "planes"]), st.booleans(),
+       st.sampled_from([1, 2]))
+def test_accumulate_adds_the_parameter_gradients_into_the_given_arrays(case, method, bias,
+                                                                         groups):
+    """conv2d_backward(..., accumulate=[dw_acc, db_acc]) returns those arrays, each now its old
+    value plus the gradient the plain backward returns; dx is the same."""
+    N, C, Fo, H, W, (kh, kw), stride, (ph, pw), seed = case
+    if method == "matmul":
+        kh, kw, ph, pw = 1, 1, 0, 0
+    elif method == "planes" and stride[1] == 1:
+        pw = min(pw, kw - 1)
+    H, W = max(H, kh - 2 * ph), max(W, kw - 2 * pw)
+    C, Fo = C * groups, Fo * groups
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((N, C, H, W)), rng.standard_normal((Fo, C // groups, kh, kw))
+    b = rng.standard_normal(Fo) if bias else None
+    y, cache = F.conv2d_forward(x, w, b, stride, (ph, pw), groups=groups, method=method,
+                                max_col_bytes=500)
+    dy = rng.standard_normal(y.shape)
+    plain = F.conv2d_backward(dy, cache)
+    start = [rng.standard_normal(w.shape)] + ([rng.standard_normal(Fo)] if bias else [])
+    acc = [a.copy() for a in start]
+    got = F.conv2d_backward(dy, cache, accumulate=acc)
+    np.testing.assert_allclose(got[0], plain[0], rtol=1e-12, atol=1e-12)
+    for g, a, s, p in zip(got[1:], acc, start, plain[1:]):
+        assert g is a
+        np.testing.assert_allclose(a, s + p, rtol=1e-12, atol=1e-12)
+
+
+def test_accumulate_names_a_wrong_accumulator():
+    x, w = np.ones((1, 2, 4, 4)), np.ones((3, 2, 1, 1))
+    y, cache = F.conv2d_forward(x, w)
+    with pytest.raises(ValueError, match=r"dw accumulator has shape \(3, 2\), expected \(3, 2, 1, 1\)"):
+        F.conv2d_backward(np.ones(y.shape), cache, accumulate=[np.zeros((3, 2))])
+    with pytest.raises(ValueError, match="accumulate needs 1 arrays"):
+        F.conv2d_backward(np.ones(y.shape), cache, accumulate=[np.zeros(w.shape)] * 2)

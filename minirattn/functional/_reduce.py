@@ -40,3 +40,20 @@ def channel_dot(a, b):
     if backend.xp_of(a) is not backend.numpy:
         return _sum_of_products(a, b)
     return _dot_rows(a, b)
+
+
+_ONES = {}
+
+
+def sum_over_batch(t, into=None):
+    """t.sum(axis=0); or, given ``into`` (t.shape[1:]'s size), that sum added into it in place
+    and ``into`` returned: a row of ones times t, one GEMM with beta = 1 on CuPy (the sum and the
+    addition without a kernel of their own)."""
+    if into is None:
+        return t.sum(axis=0)
+    xp, n = backend.xp_of(t), t.shape[0]
+    key = (backend.device_key(xp), n, str(t.dtype))
+    if key not in _ONES:
+        _ONES[key] = xp.ones((1, n), dtype=t.dtype)
+    backend.matmul(_ONES[key], t.reshape(n, -1), out=into.reshape(1, -1), accumulate=True)
+    return into

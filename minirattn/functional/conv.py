@@ -35,7 +35,7 @@ from .. import backend
 from ..checks import check_array, check_choice, check_positive_int, check_same_dtype, pair
 from . import conv_planes
 from ._columns import MAX_COL_BYTES, MAX_COL_BYTES_CUPY, chunks
-from ._reduce import channel_sum
+from ._reduce import channel_sum, sum_over_batch
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv_output_size", "conv_method", "im2col",
            "col2im", "CONV_METHODS", "ConvCache", "MAX_COL_BYTES", "MAX_COL_BYTES_CUPY"]
@@ -183,7 +183,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto"
                         max_col_bytes, G)
 
 
-def conv2d_backward(dy, cache):
+def conv2d_backward(dy, cache, *, accumulate=None):
     """Returns (dx, dw), and db after them when the forward had a bias.
 
     db = sum over n, h, w of dy. im2col: dw = sum_n dy_n cols_n^T, dx = col2im(w^T dy).
@@ -191,10 +191,14 @@ def conv2d_backward(dy, cache):
     (A batched matmul against the transposed operand and a sum over n is ~3x faster here than
     tensordot, which copies both operands into 2-D layouts; ``backend.matmul`` transposes by a
     flag, so on CuPy each product is one GEMM without a copy.)
+    accumulate: None, or the arrays (dw_acc, and db_acc with a bias) that dw (and db) are added
+    into, in place, and returned as (what ``nn.Conv2d`` does with its gradients: on CuPy the sum
+    over n and the addition are then one GEMM with a row of ones, no kernel of their own).
     """
     method, x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W), max_col_bytes, G = cache
     xp = backend.xp_of(dy, w)
     F, Cg, kh, kw = w.shape
+    dw_into, db_into = _accumulators(accumulate, w.shape, has_bias)
     Fg, K = F // G, Cg * kh * kw
     Ho, Wo = dy.shape[2], dy.shape[3]
     g_ = _group_axis(G)
@@ -203,7 +207,7 @@ def conv2d_backward(dy, cache):
     if method == "matmul":
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         xs = xs.reshape((N,) + g_ + (Cg, Ho * Wo))
-        dw = backend.matmul(dyg, xs, trans_b=True).sum(axis=0)
+        dw = sum_over_batch(backend.matmul(dyg, xs, trans_b=True), into=dw_into)
         dxs = backend.matmul(wg, dyg, trans_a=True).reshape(N, C, Ho, Wo)
         if (sh, sw) == (1, 1):
             dx = dxs
@@ -212,24 +216,48 @@ def conv2d_backward(dy, cache):
             dx[:, :, ::sh, ::sw] = dxs
     elif method == "planes":
         if G == 1:
-            dx, dw = conv_planes.backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw))
+            dx, dw = conv_planes.backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw), dw_into)
         else:
             parts = [conv_planes.backward(dy[:, g * Fg:(g + 1) * Fg], x[g], (N, Cg, H, W),
-                                          w[g * Fg:(g + 1) * Fg], (sh, sw), (ph, pw))
+                                          w[g * Fg:(g + 1) * Fg], (sh, sw), (ph, pw),
+                                          None if dw_into is None
+                                          else dw_into[g * Fg:(g + 1) * Fg])
                      for g in range(G)]
             dx = xp.concatenate([p[0] for p in parts], axis=1)
-            dw = xp.concatenate([p[1] for p in parts], axis=0)
+            dw = dw_into if dw_into is not None else xp.concatenate([p[1] for p in parts])
     else:
         xpad = backend.pad(x, ph, pw)
         dxpad = xp.zeros(xpad.shape, dtype=x.dtype)
-        dw = xp.zeros(g_ + (Fg, K), dtype=x.dtype)
+        dw = xp.zeros(g_ + (Fg, K), dtype=x.dtype) if dw_into is None else dw_into
         per_sample = C * kh * kw * Ho * Wo * x.dtype.itemsize
         for s, e in chunks(N, per_sample, x, max_col_bytes):
             n = e - s
             cols = im2col(xpad[s:e], kh, kw, sh, sw, Ho, Wo).reshape((n,) + g_ + (K, Ho * Wo))
-            dw += backend.matmul(dyg[s:e], cols, trans_b=True).sum(axis=0)
+            sum_over_batch(backend.matmul(dyg[s:e], cols, trans_b=True), into=dw)
             dcols = backend.matmul(wg, dyg[s:e], trans_a=True).reshape(n, C * kh * kw, Ho * Wo)
             col2im(dcols, dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
         dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
-    grads = (dx, dw.reshape(w.shape))
-    return grads + (channel_sum(dy),) if has_bias else grads
+    grads = (dx, dw_into if dw_into is not None else dw.reshape(w.shape))
+    if not has_bias:
+        return grads
+    db = channel_sum(dy)
+    if db_into is not None:
+        db_into += db
+        db = db_into
+    return grads + (db,)
+
+
+def _accumulators(accumulate, w_shape, has_bias):
+    """(dw_acc, db_acc) from ``accumulate`` (None: (None, None)), checked against the weight."""
+    if accumulate is None:
+        return None, None
+    accumulate = list(accumulate)
+    if len(accumulate) != 1 + has_bias:
+        raise ValueError(f"conv2d_backward: accumulate needs {1 + has_bias} arrays (dw"
+                         f"{', db' if has_bias else ''}), got {len(accumulate)}")
+    F = w_shape[0]
+    for name, acc, shape in zip(("dw", "db"), accumulate, (tuple(w_shape), (F,))):
+        if tuple(acc.shape) != shape:
+            raise ValueError(f"conv2d_backward: the {name} accumulator has shape "
+                             f"{tuple(acc.shape)}, expected {shape}")
+    return accumulate[0], (accumulate[1] if has_bias else None)

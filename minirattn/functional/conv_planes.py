@@ -151,8 +151,9 @@ def forward(x, w, stride, padding, Ho, Wo, max_col_bytes=None):
     return y, kept
 
 
-def backward(dy, kept, x_shape, w, stride, padding):
-    """(dx, dw) from the forward's chunks ``kept`` [(s, e, planes)].
+def backward(dy, kept, x_shape, w, stride, padding, dw_into=None):
+    """(dx, dw) from the forward's chunks ``kept`` [(s, e, planes)]; with ``dw_into`` (of w's
+    shape) dw is added into it, in place, and it is returned as dw.
 
     Each phase of dx is a stride-1 convolution of dy with that phase's sub-kernel
     w[:, :, a::sh, b::sw] (transposed in channels): dx_ab[r, c] = sum over its offsets of
@@ -198,12 +199,15 @@ def backward(dy, kept, x_shape, w, stride, padding):
                 acc[k] = part if acc[k] is None else xp.add(acc[k], part, out=acc[k])
             dx_phase = dx_ab.reshape(C, nh, n, Wr)[..., c0:c0 + nw]
             dx[s:e, :, h0::sh, w0::sw] = dx_phase.transpose(2, 0, 1, 3)
-    dw = xp.empty(w.shape, dtype=dy.dtype)
+    dw = xp.empty(w.shape, dtype=dy.dtype) if dw_into is None else dw_into
     for (a, b, blocks), acc in zip(phases, dw_blocks):
         for (d0, d1, nc, _), dw_blk in zip(blocks, acc):
             taps = dw[:, :, a + sh * d0:a + sh * d1:sh, b:b + sw * nc:sw]
             if dw_blk is None:                                    # offsets that read only padding
-                taps[...] = 0
-            else:
+                if dw_into is None:
+                    taps[...] = 0
+            elif dw_into is None:
                 taps[...] = dw_blk.reshape(d1 - d0, nc, F, C).transpose(2, 3, 0, 1)
+            else:
+                taps += dw_blk.reshape(d1 - d0, nc, F, C).transpose(2, 3, 0, 1)
     return dx, dw

@@ -50,8 +50,8 @@ class Conv2d(Module):
         return y
 
     def backward(self, dy):
-        dx, *dparams = F.conv2d_backward(dy, self._need_cache(self._cache))
-        self._accumulate_all(dparams)
+        dx, *_ = F.conv2d_backward(dy, self._need_cache(self._cache),
+                                   accumulate=[self.grads[k] for k in self.params])
         return dx
 
     def extra_repr(self):
