@@ -163,7 +163,11 @@ def _memcpy(dst, src, size, kind, stream=0):
 
 
 def _launch(f, *grid_and_rest):
-    name = _DEV.functions.get(f, "?")
+    _record_launch(_DEV.functions.get(f, "?"))
+
+
+def _record_launch(name):
+    """One kernel (or memset) on the device: counted by name, and by call site when asked."""
     LOG.launches[name] += 1
     LOG.ever[name] += 1
     if LOG.record_sites:
@@ -201,8 +205,7 @@ _RUNTIME = {
     "hostRegister": None, "hostUnregister": None,
     "memcpy": lambda d, s, n, k: _memcpy(d, s, n, k),
     "memcpyAsync": lambda d, s, n, k, st: _memcpy(d, s, n, k, st),
-    "memset": None, "memsetAsync": lambda p, v, n, s: LOG.launches.__setitem__(
-        "memset", LOG.launches["memset"] + 1),
+    "memset": None, "memsetAsync": lambda p, v, n, s: _record_launch("memset"),
     "streamCreate": _DEV.handle, "streamCreateWithFlags": lambda flags: _DEV.handle(),
     "streamCreateWithPriority": lambda flags, p: _DEV.handle(), "streamDestroy": None,
     "streamGetFlags": lambda s: 0, "streamGetPriority": lambda s: 0,
