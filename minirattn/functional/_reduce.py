@@ -51,6 +51,9 @@ def sum_over_batch(t, into=None):
     addition without a kernel of their own)."""
     if into is None:
         return t.sum(axis=0)
+    if not into.flags.c_contiguous:           # no flat view of it to write through
+        into += t.sum(axis=0).reshape(into.shape)
+        return into
     xp, n = backend.xp_of(t), t.shape[0]
     key = (backend.device_key(xp), n, str(t.dtype))
     if key not in _ONES:

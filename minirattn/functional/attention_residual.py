@@ -9,6 +9,7 @@ The mask activations that make M are in ``mask.py``.
 """
 from __future__ import annotations
 
+from .. import backend
 from ..checks import check_array, check_choice
 
 #: The values of the ``learning`` argument.
@@ -27,12 +28,29 @@ def attention_residual_forward(t, m, learning="arl"):
     if t.shape != m.shape:
         raise ValueError(f"attention: trunk T has shape {tuple(t.shape)} but mask M has "
                          f"{tuple(m.shape)}")
-    h = (1.0 + m) * t if learning == "arl" else m * t
+    h = _arl(t, m) if learning == "arl" else m * t
     return h, (t, m, learning)
 
 
 def attention_residual_backward(dh, cache):
     """Returns (dT, dM): dT = dH (1 + M) or dH M; dM = dH T."""
     t, m, learning = cache
-    dt = dh * (1.0 + m) if learning == "arl" else dh * m
-    return dt, dh * t
+    return (_arl_grads if learning == "arl" else _nal_grads)(dh, t, m)
+
+
+@backend.fuse
+def _arl(xp, t, m):
+    """H = (1 + M) T, one kernel on CuPy."""
+    return (1.0 + m) * t
+
+
+@backend.fuse
+def _arl_grads(xp, dh, t, m):
+    """(dH (1 + M), dH T), one kernel on CuPy."""
+    return dh * (1.0 + m), dh * t
+
+
+@backend.fuse
+def _nal_grads(xp, dh, t, m):
+    """(dH M, dH T), one kernel on CuPy."""
+    return dh * m, dh * t

@@ -196,7 +196,7 @@ def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
             new_var.astype(running_var.dtype, copy=False))
 
 
-def batchnorm2d_backward(dy, cache):
+def batchnorm2d_backward(dy, cache, *, plus=None):
     """Returns (dx, dgamma, dbeta), by the path the forward took (``cache.method``).
 
     Training: dx = gamma inv_std / M * (M g - sum(g) - xhat sum(g xhat)) with
@@ -206,9 +206,15 @@ def batchnorm2d_backward(dy, cache):
     Synchronized (the forward had a ``reduce``): the two sums in dx are over all ranks (one
     reduction of both), M is the global count; dgamma and dbeta are this rank's share, which
     the data-parallel all-reduce of the parameter gradients adds up like every other one.
+    plus: None, or an array of x's shape added to dx (the gradient another branch sends to the
+    same input: a residual unit's identity shortcut); on CuPy in dx's own kernel.
     """
+    if plus is not None and tuple(plus.shape) != tuple(cache.x.shape):
+        raise ValueError(f"batchnorm backward: plus has shape {tuple(plus.shape)}, expected "
+                         f"the input's {tuple(cache.x.shape)}")
     if cache.method == "textbook":
-        return _backward_textbook(dy, cache)
+        dx, dgamma, dbeta = _backward_textbook(dy, cache)
+        return (dx if plus is None else dx + plus), dgamma, dbeta
     if cache.method == "in_place":
-        return fast.backward_in_place(dy, cache)
-    return fast.backward_fused(dy, cache)
+        return fast.backward_in_place(dy, cache, plus)
+    return fast.backward_fused(dy, cache, plus)

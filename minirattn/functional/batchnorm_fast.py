@@ -51,23 +51,25 @@ def _normalize_relu(xp, x, total, squares, count, eps, gamma, beta):
     return xp.maximum(_bn(xp, x, total, squares, count, eps, gamma, beta), 0)
 
 
-def _input_grad_of(xp, g, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
-    """dx = gamma inv_std (g - sum(g) / M - xhat sum(g xhat) / M), xhat = (x - mu) inv_std."""
+def _input_grad_of(xp, g, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat, plus):
+    """dx = gamma inv_std (g - sum(g) / M - xhat sum(g xhat) / M) + plus, xhat = (x - mu)
+    inv_std; ``plus`` is what another branch sends to the same input (or 0)."""
     mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
     return ((g - sum_g / count - (x - mu) * (inv_std * sum_g_xhat / count))
-            * (gamma * inv_std))
+            * (gamma * inv_std) + plus)
 
 
 @backend.fuse
-def _input_grad(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
-    return _input_grad_of(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat)
+def _input_grad(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat, plus):
+    return _input_grad_of(xp, dy, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat,
+                          plus)
 
 
 @backend.fuse
-def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat):
+def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat, plus):
     """As :func:`_input_grad` for g = dy [y > 0], the gradient through the ReLU."""
     return _input_grad_of(xp, dy * (y > 0), x, total, squares, count, eps, gamma, sum_g,
-                          sum_g_xhat)
+                          sum_g_xhat, plus)
 
 
 @backend.fuse
@@ -78,9 +80,9 @@ def _sum_centred_squares(xp, x, total, count):
 
 
 @backend.fuse
-def _eval_input_grad(xp, g, squares, count, eps, gamma):
-    """dx = g gamma / sqrt(var + eps): in evaluation mode mu and var are constants."""
-    return g * (gamma / xp.sqrt(squares / count + eps))
+def _eval_input_grad(xp, g, squares, count, eps, gamma, plus):
+    """dx = g gamma / sqrt(var + eps) + plus: in evaluation mode mu and var are constants."""
+    return g * (gamma / xp.sqrt(squares / count + eps)) + plus
 
 
 def _both_sums(xp, g, x, total, squares, count, eps, pick):
@@ -170,7 +172,7 @@ def forward_in_place(centred, squares, count, eps, gamma, beta, relu):
     return np.maximum(y, 0, out=y) if relu else y
 
 
-def backward_in_place(dy, cache):
+def backward_in_place(dy, cache, plus=None):
     """The backward on NumPy: g = dy [y > 0], x - mu made once, dx written into it: the passes
     of the formula and two new arrays (g, x - mu)."""
     np = backend.numpy
@@ -180,12 +182,15 @@ def backward_in_place(dy, cache):
     dx = x - column(mu)
     dbeta, dgamma = channel_sum(g), channel_dot(g, dx) * inv_std
     if not cache.training:
-        return np.multiply(g, column(cache.gamma * inv_std), out=dx), dgamma, dbeta
-    sum_g, sum_g_xhat = over_ranks(cache.reduce, dbeta, dgamma)
-    dx *= column(-inv_std * sum_g_xhat / M)          # - xhat sum(g xhat) / M, over inv_std
-    dx += g
-    dx -= column(sum_g / M)
-    dx *= column(cache.gamma * inv_std)
+        np.multiply(g, column(cache.gamma * inv_std), out=dx)
+    else:
+        sum_g, sum_g_xhat = over_ranks(cache.reduce, dbeta, dgamma)
+        dx *= column(-inv_std * sum_g_xhat / M)      # - xhat sum(g xhat) / M, over inv_std
+        dx += g
+        dx -= column(sum_g / M)
+        dx *= column(cache.gamma * inv_std)
+    if plus is not None:
+        dx += plus
     return dx, dgamma, dbeta
 
 
@@ -203,16 +208,17 @@ def _gradient_sums(dy, cache):
     return both[1], both[0], g
 
 
-def backward_fused(dy, cache):
+def backward_fused(dy, cache, plus=None):
     """The backward as two kernels: one fused reduction (whose rows are dgamma and dbeta) and
-    dx."""
+    dx (with ``plus`` added in the same kernel)."""
     x = cache.x
+    plus = 0 if plus is None else plus
     dbeta, dgamma, g = _gradient_sums(dy, cache)
     stats = (column(cache.total), column(cache.squares), cache.count, cache.eps)
     gamma = column(cache.gamma)
     if not cache.training:
-        return _eval_input_grad(g, *stats[1:], gamma), dgamma, dbeta
+        return _eval_input_grad(g, *stats[1:], gamma, plus), dgamma, dbeta
     sums = tuple(column(s) for s in over_ranks(cache.reduce, dbeta, dgamma))
     if g is not None:
-        return _input_grad(g, x, *stats, gamma, *sums), dgamma, dbeta
-    return _input_grad_relu(dy, cache.y, x, *stats, gamma, *sums), dgamma, dbeta
+        return _input_grad(g, x, *stats, gamma, *sums, plus), dgamma, dbeta
+    return _input_grad_relu(dy, cache.y, x, *stats, gamma, *sums, plus), dgamma, dbeta

@@ -183,7 +183,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, *, groups=1, method="auto"
                         max_col_bytes, G)
 
 
-def conv2d_backward(dy, cache, *, accumulate=None):
+def conv2d_backward(dy, cache, *, accumulate=None, dx_into=None):
     """Returns (dx, dw), and db after them when the forward had a bias.
 
     db = sum over n, h, w of dy. im2col: dw = sum_n dy_n cols_n^T, dx = col2im(w^T dy).
@@ -194,11 +194,16 @@ def conv2d_backward(dy, cache, *, accumulate=None):
     accumulate: None, or the arrays (dw_acc, and db_acc with a bias) that dw (and db) are added
     into, in place, and returned as (what ``nn.Conv2d`` does with its gradients: on CuPy the sum
     over n and the addition are then one GEMM with a row of ones, no kernel of their own).
+    dx_into: None, or an array of x's shape that dx is added into, in place, and returned as dx
+    (where two branches' gradients meet; a 1x1 convolution's dx is then cuBLAS's beta = 1).
     """
     method, x, w, has_bias, (sh, sw), (ph, pw), (N, C, H, W), max_col_bytes, G = cache
     xp = backend.xp_of(dy, w)
     F, Cg, kh, kw = w.shape
     dw_into, db_into = _accumulators(accumulate, w.shape, has_bias)
+    if dx_into is not None and tuple(dx_into.shape) != (N, C, H, W):
+        raise ValueError(f"conv2d_backward: dx_into has shape {tuple(dx_into.shape)}, expected "
+                         f"the input's {(N, C, H, W)}")
     Fg, K = F // G, Cg * kh * kw
     Ho, Wo = dy.shape[2], dy.shape[3]
     g_ = _group_axis(G)
@@ -208,12 +213,20 @@ def conv2d_backward(dy, cache, *, accumulate=None):
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         xs = xs.reshape((N,) + g_ + (Cg, Ho * Wo))
         dw = sum_over_batch(backend.matmul(dyg, xs, trans_b=True), into=dw_into)
-        dxs = backend.matmul(wg, dyg, trans_a=True).reshape(N, C, Ho, Wo)
-        if (sh, sw) == (1, 1):
-            dx = dxs
+        if (sh, sw) == (1, 1) and dx_into is not None and dx_into.flags.c_contiguous:
+            dx = backend.matmul(wg, dyg, trans_a=True, accumulate=True,
+                                out=dx_into.reshape((N,) + g_ + (Cg, Ho * Wo))).reshape(x.shape)
+            dx_into = None                                      # added already
         else:
-            dx = xp.zeros_like(x)
-            dx[:, :, ::sh, ::sw] = dxs
+            dxs = backend.matmul(wg, dyg, trans_a=True).reshape(N, C, Ho, Wo)
+            if (sh, sw) == (1, 1):
+                dx = dxs
+            elif dx_into is not None:
+                dx_into[:, :, ::sh, ::sw] += dxs
+                dx, dx_into = dx_into, None
+            else:
+                dx = xp.zeros_like(x)
+                dx[:, :, ::sh, ::sw] = dxs
     elif method == "planes":
         if G == 1:
             dx, dw = conv_planes.backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw), dw_into)
@@ -237,6 +250,9 @@ def conv2d_backward(dy, cache, *, accumulate=None):
             dcols = backend.matmul(wg, dyg[s:e], trans_a=True).reshape(n, C * kh * kw, Ho * Wo)
             col2im(dcols, dxpad[s:e], kh, kw, sh, sw, Ho, Wo)
         dx = xp.ascontiguousarray(dxpad[:, :, ph:ph + H, pw:pw + W])
+    if dx_into is not None:
+        dx_into += dx
+        dx = dx_into
     grads = (dx, dw_into if dw_into is not None else dw.reshape(w.shape))
     if not has_bias:
         return grads

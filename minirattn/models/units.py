@@ -96,10 +96,9 @@ class ResidualUnit(nn.Module):
         dr = self.bn3.backward(self.conv3.backward(dy))
         dr = self.bn2.backward(self.conv2.backward(dr))
         da = self.conv1.backward(dr)
-        if self.shortcut is not None:
-            da = da + self.shortcut.backward(dy)        # both branches start at a
-            return self.bn1.backward(da)
-        return self.bn1.backward(da) + dy               # identity shortcut adds dy
+        if self.shortcut is not None:                   # both branches start at a:
+            return self.bn1.backward(self.shortcut.backward(dy, dx_into=da))   # da += ...
+        return self.bn1.backward(da, plus=dy)           # identity shortcut adds dy
 
     def extra_repr(self):
         return f"{self.in_ch}, {self.out_ch}, stride={self.stride}"

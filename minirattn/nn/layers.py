@@ -49,8 +49,10 @@ class Conv2d(Module):
                                           self.stride, self.padding, groups=self.groups)
         return y
 
-    def backward(self, dy):
-        dx, *_ = F.conv2d_backward(dy, self._need_cache(self._cache),
+    def backward(self, dy, dx_into=None):
+        """dL/dx, added into ``dx_into`` in place (and returned) when given; adds the parameter
+        gradients into ``self.grads``."""
+        dx, *_ = F.conv2d_backward(dy, self._need_cache(self._cache), dx_into=dx_into,
                                    accumulate=[self.grads[k] for k in self.params])
         return dx
 
@@ -134,8 +136,10 @@ class BatchNorm2d(Module):
                 F.batchnorm2d_running_stats(self._cache, *stats, momentum=self.momentum)
         return y
 
-    def backward(self, dy):
-        dx, *dparams = F.batchnorm2d_backward(dy, self._need_cache(self._cache))
+    def backward(self, dy, plus=None):
+        """dL/dx (+ ``plus``, a gradient another branch sends to the same input, added in the
+        same pass); adds dgamma and dbeta into ``self.grads``."""
+        dx, *dparams = F.batchnorm2d_backward(dy, self._need_cache(self._cache), plus=plus)
         self._accumulate_all(dparams)
         return dx
 

@@ -113,6 +113,9 @@ def _scenarios(cupy):
             F.batchnorm2d_running_stats(cache, cupy.zeros(3, dtype), cupy.ones(3, dtype))
             F.batchnorm2d_backward(cupy.ones_like(y), cache)
         channel_dot(x, x)
+        for learning in ("arl", "nal"):
+            h, cache = F.attention_residual_forward(x, x + 1, learning)
+            F.attention_residual_backward(h, cache)
     net = build("attention56", num_classes=10, seed=0, widths=(8, 8, 16), stem_width=4,
                 final_width=16, final_units=1).to("cupy")
     xs = cupy.asarray(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
