@@ -17,7 +17,7 @@ from cupy_sim import exercise
 #: Kernel launches plus cuBLAS calls of one full-width Attention-92 training step at batch 64:
 #: the count reached, which must not grow (the goal, 3,000, is not reached yet:
 #: benchmarks/README.md, "Kernel launches").
-LAUNCH_BUDGET = 3160
+LAUNCH_BUDGET = 3090
 
 
 def _have_simulation():
