@@ -89,16 +89,30 @@ def _equal(fast, textbook, what):
         np.testing.assert_allclose(a, t, rtol=1e-12, atol=1e-12, err_msg=f"{what}: {name}")
 
 
+def _shift(x, kind, seed):
+    """None, or per-channel values near the batch means ("near": 0.1 std away) or far from them
+    ("far": 10 std): what fused one-pass statistics are taken about."""
+    if kind is None:
+        return None
+    std = x.std(axis=(0, 2, 3)) + 1e-3
+    away = {"near": 0.1, "far": 10.0}[kind] * np.random.default_rng(seed).choice([-1, 1], std.size)
+    return x.mean(axis=(0, 2, 3)) + away * std
+
+
 @pytest.mark.parametrize("method", FAST_METHODS)
-@given(case=bn_case(), training=st.booleans(), relu=st.booleans())
-def test_every_path_equals_the_textbook_pair(method, case, training, relu):
+@given(case=bn_case(), training=st.booleans(), relu=st.booleans(),
+       shift=st.sampled_from([None, "near", "far"]))
+def test_every_path_equals_the_textbook_pair(method, case, training, relu, shift):
     """Forward, cache statistics, running statistics and backward of each fast path against the
-    textbook pair, float64, in both modes, with and without the fused ReLU."""
+    textbook pair, float64, in both modes, with and without the fused ReLU, and with the fused
+    path's one-pass statistics about a shift near or far from the mean."""
     x, g, b, rm, rv, mom = make(case)
     dy = np.random.default_rng(case[-1] + 1).standard_normal(x.shape)
+    shift = _shift(x, shift, case[-1])
 
     def run(m):
-        y, c = F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=relu, method=m)
+        y, c = F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=relu, method=m,
+                                     momentum=mom, shift=shift)
         assert c.method == batchnorm_method(np, m)
         return (y, *F.batchnorm2d_running_stats(c, rm, rv, mom)), F.batchnorm2d_backward(dy, c)
 
@@ -110,20 +124,26 @@ def test_every_path_equals_the_textbook_pair(method, case, training, relu):
 
 @pytest.mark.parametrize("method", FAST_METHODS)
 @given(shards=st.lists(st.integers(1, 3), min_size=2, max_size=3), C=st.integers(1, 3),
-       relu=st.booleans(), seed=st.integers(0, 2**31 - 1))
-def test_every_path_equals_the_textbook_pair_synchronized(method, shards, C, relu, seed):
+       relu=st.booleans(), seed=st.integers(0, 2**31 - 1),
+       shift=st.sampled_from([None, "near", "far"]), running=st.booleans())
+def test_every_path_equals_the_textbook_pair_synchronized(method, shards, C, relu, seed, shift,
+                                                          running):
     """The synchronized batch norm over simulated ranks (shards of unequal size included): each
-    rank's output, running statistics and gradients by every path equal the textbook pair's."""
+    rank's output, running statistics and gradients by every path equal the textbook pair's,
+    also with the fused path's one-pass statistics (one reduction over the ranks) and with the
+    running update made in the forward."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((sum(shards), C, 2, 3)) + rng.uniform(-1, 1, (1, C, 1, 1))
     dy = rng.standard_normal(x.shape)
     g, b = rng.uniform(0.5, 1.5, C), rng.standard_normal(C)
     cuts = np.cumsum(shards)[:-1]
+    shift = _shift(x, shift, seed)                  # the same on every rank
+    rm, rv = (np.zeros(C), np.ones(C))
 
     def rank(comm, xr, dyr, m):
-        y, c = F.batchnorm2d_forward(xr, g, b, reduce=comm.reduce, relu=relu, method=m)
-        return (y, *F.batchnorm2d_running_stats(c, np.zeros(C), np.ones(C))), \
-            F.batchnorm2d_backward(dyr, c)
+        y, c = F.batchnorm2d_forward(xr, g, b, *((rm, rv) if running else ()),
+                                     reduce=comm.reduce, relu=relu, method=m, shift=shift)
+        return (y, *F.batchnorm2d_running_stats(c, rm, rv)), F.batchnorm2d_backward(dyr, c)
 
     def ranks(m):
         work = [(xr, dyr, m) for xr, dyr in zip(np.split(x, cuts), np.split(dy, cuts))]
@@ -185,3 +205,25 @@ def test_bad_input_errors():
                                     momentum=1.5)
     with pytest.raises(ValueError, match="evaluation mode needs running_mean"):
         F.batchnorm2d_forward(np.ones((2, 3, 2, 2)), c3, c3, training=False)
+
+
+@pytest.mark.gpu
+def test_the_module_takes_float32_statistics_about_the_previous_batch_mean():
+    """On the GPU path nn.BatchNorm2d hands each training forward the previous batch's mean as
+    the shift of one-pass statistics: with a mean 1000 times the spread (where sum x^2 - M mu^2
+    would lose every digit in float32) the variance stays within 1e-5 of float64's two passes."""
+    from minirattn import backend, nn
+    rng = np.random.default_rng(0)
+    batches = [(1000 + rng.standard_normal((8, 3, 6, 6))).astype(np.float32) for _ in range(3)]
+    bn = nn.BatchNorm2d(3).to("cupy")
+    shifts = []
+    for x in batches:
+        shifts.append(getattr(bn, "_cache_shift", None))
+        bn(backend.to_device(x, "cupy"))
+        c = bn._cache
+        var = backend.to_numpy(c.squares) / c.count
+        want = x.astype(np.float64).var(axis=(0, 2, 3))
+        np.testing.assert_allclose(var, want, rtol=1e-5)
+    assert shifts[0] is None and all(s is not None for s in shifts[1:])
+    np.testing.assert_allclose(backend.to_numpy(shifts[2]),
+                               batches[1].astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-6)

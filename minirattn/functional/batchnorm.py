@@ -52,6 +52,8 @@ class BatchNormCache(NamedTuple):
     relu: bool = False
     reduce: object = None   # the cross-rank sum of the forward, used again by the backward
     method: str = "textbook"   # the path the forward took, which the backward takes too
+    batch_mean: object = None  # the fused path's mean (C,): the next batch's shift
+    running: tuple = None      # the fused path's running update: (mean, var, momentum, of what)
 
     @property
     def mean(self):
@@ -131,20 +133,30 @@ def batchnorm_method(xp, method="auto") -> str:
 
 
 def _forward_fast(method, x, gamma, beta, running_mean, running_var, training, eps, reduce,
-                  relu):
+                  relu, momentum, shift):
     in_place = method == "in_place"
-    total, squares, M, centred = fast.statistics(x, training, running_mean, running_var,
-                                                 reduce, in_place)
+    mean = update = None
+    if training and not in_place:
+        running = None if running_mean is None or running_var is None else (running_mean,
+                                                                            running_var)
+        total, squares, M, mean, update = fast.fused_statistics(x, reduce, shift, running,
+                                                                momentum)
+        if update is not None:
+            update = (*update, momentum, running_mean, running_var)
+    else:
+        total, squares, M, centred = fast.statistics(x, training, running_mean, running_var,
+                                                     reduce, in_place)
     if in_place:
         y = fast.forward_in_place(centred, squares, M, eps, gamma, beta, relu)
     else:
         y = fast.forward_fused(x, gamma, beta, total, squares, M, eps, relu)
     return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, relu,
-                             reduce if training else None, method)
+                             reduce if training else None, method, mean, update)
 
 
 def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, training=True,
-                        eps=1e-5, reduce=None, relu=False, *, method="auto"):
+                        eps=1e-5, reduce=None, relu=False, *, method="auto", momentum=0.1,
+                        shift=None):
     """y = gamma (x - mu) / sqrt(var + eps) + beta, or max of that and 0 with ``relu=True``.
 
     x: (N, C, H, W); gamma, beta: (C,). training=True uses the batch statistics (the running
@@ -154,6 +166,11 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     mode mu and var are then the global batch's: one reduction of (sum x, count) and one of
     sum (x - mu)^2 (two passes, so float32 keeps its digits). Unused in evaluation mode.
     method: "auto" | "textbook" | "in_place" | "fused" (module docstring).
+    momentum: the running statistics' (:func:`batchnorm2d_running_stats`), which the fused path
+    computes in the forward's own kernels when the running pair is given.
+    shift: None, or (C,) values near the batch's means (the previous batch's): the fused path
+    then makes its statistics in one pass over x instead of two (``fast.fused_statistics``);
+    the others ignore it.
     Returns (y, cache); the inputs are not modified (the cache refers to x and y: write into
     neither before the backward).
     """
@@ -163,7 +180,10 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
         if running_mean is None or running_var is None:
             raise ValueError("batchnorm in evaluation mode needs running_mean and running_var")
         _check_channels(x, running_mean=running_mean, running_var=running_var)
-    check_same_dtype(x=x, gamma=gamma, beta=beta)
+    if shift is not None:
+        _check_channels(x, shift=shift)
+    check_number("batchnorm momentum", momentum, 0.0, 1.0)
+    check_same_dtype(x=x, gamma=gamma, beta=beta, shift=shift)
     if not eps > 0:
         raise ValueError(f"batchnorm: eps must be > 0, got {eps}")
     xp = backend.xp_of(x)
@@ -176,7 +196,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     if method == "textbook":
         y, cache = _forward_textbook(*args)
     else:
-        y, cache = _forward_fast(method, *args)
+        y, cache = _forward_fast(method, *args, momentum, shift)
     if training and reduce is not None and xp is backend.numpy and cache.count < 2:
         raise ValueError(f"synchronized batchnorm needs more than one value per channel over "
                          f"all ranks, got {int(cache.count)}")   # free to check on the host only
@@ -190,6 +210,11 @@ def batchnorm2d_running_stats(cache, running_mean, running_var, momentum=0.1):
     check_number("batchnorm momentum", momentum, 0.0, 1.0)
     if not cache.training:
         return running_mean, running_var
+    if cache.running is not None:                # the fused forward made them already
+        new_mean, new_var, made_with, of_mean, of_var = cache.running
+        if made_with == momentum and of_mean is running_mean and of_var is running_var:
+            return (new_mean.astype(running_mean.dtype, copy=False),
+                    new_var.astype(running_var.dtype, copy=False))
     new_mean, new_var = fast.running(running_mean, running_var, cache.total, cache.squares,
                                      cache.count, cache.count - 1, 1.0 - momentum, momentum)
     return (new_mean.astype(running_mean.dtype, copy=False),

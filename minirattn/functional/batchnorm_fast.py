@@ -3,9 +3,11 @@ arranged for speed. Read the textbook pair first; this module gives the same num
 
 Derivation: docs/math/batchnorm.md
 
-- ``"fused"`` (the GPU path): each step is one kernel (``backend.fuse``): forward, sum x, sum
-  (x - mu)^2 and the normalisation (+ ReLU); backward, sum dy and sum dy xhat (one reduction
-  whose two rows they are) and dx. Nothing per
+- ``"fused"`` (the GPU path): each step is one kernel (``backend.fuse``): forward, the sums of
+  x - shift and (x - shift)^2 (one reduction whose two rows they are; the shift is the previous
+  batch's mean, or this one's from one more pass), the statistics with the running update (one
+  kernel over the channels) and the normalisation (+ ReLU); backward, sum dy and sum dy xhat
+  (one reduction) and dx. Nothing per
   channel gets a kernel of its own: mu = total / count and 1 / sqrt(var + eps) are recomputed
   inside each kernel from the sums the cache keeps (docs/architecture.md, "One kernel per step on
   the GPU"). On NumPy ``backend.fuse`` is the plain function, so this path runs there too (the
@@ -73,10 +75,34 @@ def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum
 
 
 @backend.fuse
-def _sum_centred_squares(xp, x, total, count):
-    """sum (x - mu)^2 with mu = total / count: the two-pass variance's second pass (float32 keeps
-    its digits, unlike sum(x^2) - M mu^2)."""
-    return xp.sum((x - total / count) * (x - total / count), axis=(0, 2, 3))
+def _shifted_sums(xp, x, ref_total, ref_count, pick):
+    """[sum d, sum d^2] over (N, H, W), d = x - K with K = ref_total / ref_count per channel: one
+    (2, C) reduction, its rows laid by ``pick`` = (1, 0) (row k sums d (pick_k + (1 - pick_k) d))."""
+    d = x - ref_total / ref_count
+    return xp.sum(d * (pick + (1 - pick) * d), axis=(1, 3, 4))
+
+
+def _from_shifted_sums(xp, ref_total, ref_count, s1, s2, count):
+    """total = M K + sum d, squares = sum d^2 - (sum d)^2 / M: sum x and sum (x - mean)^2."""
+    return count * (ref_total / ref_count) + s1, s2 - s1 * (s1 / count)
+
+
+@backend.fuse
+def _statistics(xp, ref_total, ref_count, s1, s2, count):
+    """(total, squares, mean) from the shifted sums, one kernel over (C,)."""
+    total, squares = _from_shifted_sums(xp, ref_total, ref_count, s1, s2, count)
+    return total, squares, total / count
+
+
+@backend.fuse
+def _statistics_running(xp, ref_total, ref_count, s1, s2, count, count_less_one,
+                        running_mean, running_var, keep, momentum):
+    """(total, squares, mean, new running mean, new running variance), one kernel over (C,):
+    each running value becomes keep running + momentum batch (keep = 1 - momentum, given: no
+    arithmetic between two scalars inside a fused function), the batch variance unbiased."""
+    total, squares = _from_shifted_sums(xp, ref_total, ref_count, s1, s2, count)
+    return (total, squares, total / count, keep * running_mean + momentum * (total / count),
+            keep * running_var + momentum * (squares / count_less_one))
 
 
 @backend.fuse
@@ -137,9 +163,9 @@ def over_ranks(reduce, a, b):
 
 def statistics(x, training, running_mean, running_var, reduce, centred_on_numpy):
     """(total, squares, count) as the cache keeps them, and x - mean where the in-place path
-    made it (else None). Training: sum x, sum (x - mean)^2 and N H W, each over all ranks with
-    ``reduce`` (count then a 0-d array on the device: no sync); evaluation: the running mean and
-    variance and a count of 1."""
+    made it (else None). Training (the in-place path; the fused one: :func:`fused_statistics`):
+    sum x, sum (x - mean)^2 and N H W, each over all ranks with ``reduce`` (count then a 0-d
+    array on the device: no sync); evaluation: the running mean and variance and a count of 1."""
     xp = backend.xp_of(x)
     N, _, H, W = x.shape
     if not training:
@@ -149,12 +175,46 @@ def statistics(x, training, running_mean, running_var, reduce, centred_on_numpy)
     if reduce is not None:
         total, M = over_ranks(reduce, total, xp.full(1, M, dtype=x.dtype))
         M = M[0]
-    if centred_on_numpy:
-        centred = x - column(total / M)
-        squares = channel_dot(centred, centred)
-    else:
-        squares, centred = _sum_centred_squares(x, column(total), M), None
+    centred = x - column(total / M)
+    squares = channel_dot(centred, centred)
     return total, (reduce(squares) if reduce is not None else squares), M, centred
+
+
+def fused_statistics(x, reduce, shift, running, momentum):
+    """The fused path's training statistics: (total, squares, count, batch mean, (new running
+    mean, new running variance) or None), in two kernels, three without ``shift``.
+
+    Given ``shift`` (C,), a value near each channel's batch mean (``nn.BatchNorm2d`` passes the
+    previous batch's), ONE pass sums d = x - shift and d^2, and total = M shift + sum d,
+    squares = sum d^2 - (sum d)^2 / M (the shifted-data algorithm: round-off grows as
+    1 + ((mean - shift) / std)^2, about 1 for the previous batch's mean). Without it, total
+    first, then the same sums about total / M (the corrected two-pass algorithm). A kernel over
+    (C,) then makes total, squares, the mean and, given ``running`` (mean, variance), their
+    update with ``momentum``. With ``reduce`` every sum (and the count) is over all ranks: one
+    reduction with a shift, two without (docs/math/batchnorm.md, "One pass about a shift")."""
+    xp = backend.xp_of(x)
+    N, _, H, W = x.shape
+    M, pick = N * H * W, pick_rows(xp, x.dtype)
+    if shift is None:
+        ref, ref_count = channel_sum(x), M
+        if reduce is not None:
+            ref, M = over_ranks(reduce, ref, xp.full(1, M, dtype=x.dtype))
+            M = ref_count = M[0]
+        sums = _shifted_sums(x, column(ref), ref_count, pick)
+        if reduce is not None:
+            sums = reduce(sums.reshape(-1)).reshape(2, -1)
+    else:
+        ref, ref_count = shift, 1
+        sums = _shifted_sums(x, column(shift), 1, pick)
+        if reduce is not None:
+            both = reduce(xp.concatenate((sums.reshape(-1), xp.full(1, M, dtype=x.dtype))))
+            sums, M = both[:-1].reshape(2, -1), both[-1]
+    if running is None:
+        total, squares, mean = _statistics(ref, ref_count, sums[0], sums[1], M)
+        return total, squares, M, mean, None
+    total, squares, mean, new_mean, new_var = _statistics_running(
+        ref, ref_count, sums[0], sums[1], M, M - 1, *running, 1.0 - momentum, momentum)
+    return total, squares, M, mean, (new_mean, new_var)
 
 
 def forward_fused(x, gamma, beta, total, squares, count, eps, relu):

@@ -121,6 +121,10 @@ class BatchNorm2d(Module):
 
     def forward(self, x):
         stats = self.buffers["running_mean"], self.buffers["running_var"]
+        shift = getattr(self, "_cache_shift", None)      # the previous batch's mean (fused path)
+        if shift is not None and (backend.name_of(shift) != backend.name_of(x)
+                                  or shift.dtype != x.dtype):
+            shift = None
         y, self._cache = F.batchnorm2d_forward(
             x,
             self.params["weight"],
@@ -130,10 +134,13 @@ class BatchNorm2d(Module):
             eps=self.eps,
             reduce=self.reduce,
             relu=self.relu,
+            momentum=self.momentum,
+            shift=shift if self.training else None,
         )
         if self.training:
             self.buffers["running_mean"], self.buffers["running_var"] = \
                 F.batchnorm2d_running_stats(self._cache, *stats, momentum=self.momentum)
+            self._cache_shift = self._cache.batch_mean
         return y
 
     def backward(self, dy, plus=None):

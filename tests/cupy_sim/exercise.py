@@ -109,9 +109,12 @@ def _scenarios(cupy):
             bwd(cupy.ones_like(y), cache)
         g, b = cupy.ones(3, dtype), cupy.zeros(3, dtype)
         for relu in (False, True):          # two ranks: every sum doubled, counts 0-d arrays
-            y, cache = F.batchnorm2d_forward(x, g, b, reduce=lambda a: a + a, relu=relu)
-            F.batchnorm2d_running_stats(cache, cupy.zeros(3, dtype), cupy.ones(3, dtype))
-            F.batchnorm2d_backward(cupy.ones_like(y), cache)
+            for shift in (None, cupy.zeros(3, dtype)):       # two passes, one pass
+                rm, rv = cupy.zeros(3, dtype), cupy.ones(3, dtype)
+                y, cache = F.batchnorm2d_forward(x, g, b, *((rm, rv) if relu else ()),
+                                                 reduce=lambda a: a + a, relu=relu, shift=shift)
+                F.batchnorm2d_running_stats(cache, rm, rv)
+                F.batchnorm2d_backward(cupy.ones_like(y), cache)
         channel_dot(x, x)
         for learning in ("arl", "nal"):
             h, cache = F.attention_residual_forward(x, x + 1, learning)
