@@ -20,6 +20,10 @@ last step; ``FusionError`` otherwise) and types Python scalar arguments as CuPy 
 against arrays, but arithmetic between two of them runs in the smallest type, float16 for floats
 and int8 for integers (so ``m - 1`` with ``m = 65536`` wraps, and ``1.0 - 0.1`` is 0.8999).
 
+``cuda.cublas`` holds the cuBLAS routines minirattn.backend calls itself (strided-batched GEMM),
+as cuBLAS defines them: column-major matrices at the raw addresses of the stand-in arrays' NumPy
+storage (``ndarray.data.ptr``), so the numbers of ``backend.matmul``'s GPU path are checked here.
+
 Reshapes follow NumPy's rule (a view when the strides allow one, else a copy), which is CuPy's
 rule too for the C-ordered reshapes the library makes.
 """
