@@ -204,9 +204,9 @@ def matmul(a, b, *, trans_a=False, trans_b=False, out=None, accumulate=False):
 
     On CuPy a product whose operands cuBLAS can read in place (contiguous rows one row stride
     apart; a batch of one stride, or none) is ONE cuBLAS strided-batched GEMM: a shared operand
-    gets stride 0, a transposed one a transpose flag, a slice of a wider matrix its row stride. CuPy's own matmul
-    would copy a transposed view and send a broadcast operand through three pointer-table
-    kernels and a pointer-array GEMM. Anything else goes to ``xp.matmul``.
+    gets stride 0, a transposed one a transpose flag, a slice of a wider matrix its row stride.
+    CuPy's own matmul would copy a transposed view and send a broadcast operand through three
+    pointer-table kernels and a pointer-array GEMM. Anything else goes to ``xp.matmul``.
     docs/architecture.md ("One kernel per step on the GPU").
     """
     if accumulate and out is None:

@@ -227,3 +227,23 @@ def test_the_module_takes_float32_statistics_about_the_previous_batch_mean():
     assert shifts[0] is None and all(s is not None for s in shifts[1:])
     np.testing.assert_allclose(backend.to_numpy(shifts[2]),
                                batches[1].astype(np.float64).mean(axis=(0, 2, 3)), rtol=1e-6)
+
+
+@pytest.mark.gpu
+def test_the_shift_is_run_state_that_checkpoints_keep_and_moves_drop():
+    """The previous batch's mean is run state: run_state() names it, load_run_state() puts it
+    back on the model's device (a resumed run then goes on bit for bit: test_standin.py), a
+    move drops it, and state_dict (PyTorch's names) never holds it."""
+    from minirattn import backend, nn
+    x = backend.to_device(np.random.default_rng(0).standard_normal((4, 3, 5, 5)), "cupy")
+    bn = nn.BatchNorm2d(3, dtype="float64").to("cupy")
+    assert bn.run_state() == {}
+    bn(x)
+    state = bn.run_state()
+    assert list(state) == ["shift"] and "shift" not in bn.state_dict()
+    other = nn.BatchNorm2d(3, dtype="float64").to("cupy")
+    other.load_run_state({k: backend.to_numpy(v) for k, v in state.items()})
+    np.testing.assert_array_equal(backend.to_numpy(other.run_state()["shift"]),
+                                  backend.to_numpy(state["shift"]))
+    assert backend.name_of(other.run_state()["shift"]) == "cupy"
+    assert bn.to("numpy").run_state() == {}

@@ -76,8 +76,9 @@ def _input_grad_relu(xp, dy, y, x, total, squares, count, eps, gamma, sum_g, sum
 
 @backend.fuse
 def _shifted_sums(xp, x, ref_total, ref_count, pick):
-    """[sum d, sum d^2] over (N, H, W), d = x - K with K = ref_total / ref_count per channel: one
-    (2, C) reduction, its rows laid by ``pick`` = (1, 0) (row k sums d (pick_k + (1 - pick_k) d))."""
+    """[sum d, sum d^2] over (N, H, W), d = x - K with K = ref_total / ref_count per channel:
+    one (2, C) reduction, its rows laid by ``pick`` = (1, 0) (row k sums
+    d (pick_k + (1 - pick_k) d))."""
     d = x - ref_total / ref_count
     return xp.sum(d * (pick + (1 - pick) * d), axis=(1, 3, 4))
 

@@ -105,6 +105,8 @@ class BatchNorm2d(Module):
     statistics those of the global batch (``minirattn.distributed.sync_batchnorm`` sets it).
     """
 
+    _run_state_names = ("shift",)       # the previous batch's mean (the GPU path's shift)
+
     def __init__(self, num_features, momentum=0.1, eps=1e-5, *, relu=False, dtype="float32"):
         super().__init__()
         check_positive_int("num_features", num_features)

@@ -229,6 +229,35 @@ class Module:
                     store[k][...] = v.astype(store[k].dtype, copy=False)
         return self
 
+    # -- run state: what a resumed run needs besides the state_dict ------------------------------
+    _run_state_names = ()
+
+    def run_state(self) -> "OrderedDict[str, object]":
+        """Dotted names -> arrays that are neither parameters nor buffers but that the next
+        training step reads (batch norm's shift, the previous batch's mean, about which the GPU
+        path takes its one-pass statistics). Checkpoints keep them so that a resumed run goes
+        on bit for bit; they are not in ``state_dict`` (PyTorch's names), and a model without
+        them is just as valid (it takes its first statistics in two passes)."""
+        out = OrderedDict()
+        for prefix, m in self.named_modules():
+            for k in m._run_state_names:
+                v = getattr(m, "_cache_" + k, None)
+                if v is not None:
+                    out[f"{prefix}.{k}" if prefix else k] = v
+        return out
+
+    def load_run_state(self, state) -> None:
+        """Put back what :meth:`run_state` gave, on this tree's backend and in its dtype; names
+        this tree does not have are ignored (the state is an optimisation, not the model)."""
+        for prefix, m in self.named_modules():
+            for k in m._run_state_names:
+                key = f"{prefix}.{k}" if prefix else k
+                if key in state and m.params:
+                    like = next(iter(m.params.values()))
+                    v = backend.to_device(backend.numpy.asarray(backend.to_numpy(state[key])),
+                                          backend.name_of(like))
+                    object.__setattr__(m, "_cache_" + k, v.astype(like.dtype, copy=False))
+
     def to(self, backend_name: str | None = None, *, dtype=None):
         """Move every parameter, gradient and buffer to ``backend_name`` and/or cast them to
         ``dtype``."""

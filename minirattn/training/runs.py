@@ -101,6 +101,7 @@ def restore_run(run, resume_from) -> None:
     iteration, history) and record the resume, with what changed, in the run's record."""
     path, arrays, meta, changed = resume_from
     run.model.load_state_dict(section(arrays, "model"))
+    run.model.load_run_state(section(arrays, "run"))
     run.optimizer.load_state_dict(section(arrays, "optim"))
     run.start, run.history, run.last_checkpoint = meta["iteration"], meta["history"], path
     saved_ranks = meta["config"].get("ranks", 1)
@@ -144,13 +145,15 @@ def run_record(config: TrainConfig, data, model) -> dict:
 
 def save_run(config: TrainConfig, record: dict, model, optimizer, mean, history, iteration,
              last_good=None) -> str:
-    """Write checkpoint ``iteration`` (model, optimiser, mean image, record, history), prune the
-    old ones and rewrite metrics.json; returns the checkpoint's path. A failed write (a full disk,
-    a folder made read-only) raises :class:`CheckpointWriteError` naming the file, the cause and
-    ``last_good``, the checkpoint that survives; no partial file is left."""
+    """Write checkpoint ``iteration`` (model, optimiser, run state, mean image, record,
+    history), prune the old ones and rewrite metrics.json; returns the checkpoint's path. A
+    failed write (a full disk, a folder made read-only) raises :class:`CheckpointWriteError`
+    naming the file, the cause and ``last_good``, the checkpoint that survives; no partial file
+    is left."""
     folder = config.checkpoint_dir
     arrays = {f"model.{k}": v for k, v in model.state_dict().items()}
     arrays.update({f"optim.{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update({f"run.{k}": v for k, v in model.run_state().items()})   # batch norm's shifts
     arrays["data.mean"] = mean
     path = os.path.join(folder, checkpoint_name(iteration))
     try:
