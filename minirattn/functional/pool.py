@@ -56,10 +56,13 @@ def _first_max(xp, *views):
     reaches it): one kernel on CuPy. Where v > y (strictly: ties keep the first maximum) the
     index becomes k; k grows from view to view, so that is a max (and ~40x faster on NumPy than
     ``copyto(arg, k, where=v > y)`` or ``where()``)."""
-    y, arg = views[0], (views[0] != views[0]) * xp.uint8(0)
-    for k, v in enumerate(views[1:], start=1):
-        arg = xp.maximum(arg, (v > y) * xp.uint8(k))
-        y = xp.maximum(y, v)
+    if len(views) == 1:                                 # a window one wide
+        return views[0] * 1, (views[0] != views[0]) * xp.uint8(0)
+    arg = (views[1] > views[0]) * xp.uint8(1)
+    y = xp.maximum(views[0], views[1])
+    for k, v in enumerate(views[2:], start=2):       # in place: on NumPy no new arrays
+        xp.maximum(arg, (v > y) * xp.uint8(k), out=arg)
+        xp.maximum(y, v, out=y)
     return y, arg
 
 
