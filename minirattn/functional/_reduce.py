@@ -47,14 +47,15 @@ _ONES = {}
 
 def sum_over_batch(t, into=None):
     """t.sum(axis=0); or, given ``into`` (t.shape[1:]'s size), that sum added into it in place
-    and ``into`` returned: a row of ones times t, one GEMM with beta = 1 on CuPy (the sum and the
-    addition without a kernel of their own)."""
+    and ``into`` returned: on CuPy a row of ones times t, one GEMM with beta = 1 (the sum and
+    the addition without a kernel of their own); on NumPy the sum and an in-place addition (a
+    product with one row is slower there)."""
     if into is None:
         return t.sum(axis=0)
-    if not into.flags.c_contiguous:           # no flat view of it to write through
+    xp, n = backend.xp_of(t), t.shape[0]
+    if xp is backend.numpy or not into.flags.c_contiguous:   # (no flat view to write through)
         into += t.sum(axis=0).reshape(into.shape)
         return into
-    xp, n = backend.xp_of(t), t.shape[0]
     key = (backend.device_key(xp), n, str(t.dtype))
     if key not in _ONES:
         _ONES[key] = xp.ones((1, n), dtype=t.dtype)
