@@ -7,6 +7,7 @@ compiles it for sm_90; every launch, cuBLAS call, synchronisation and copy to th
 recorded. Needs the ``gpu-sim`` extra (skipped without it, unless MINIRATTN_REQUIRE_GPU_SIM=1,
 as in CI). docs/testing.md, "Real CuPy over a simulated device".
 """
+import importlib.metadata
 import importlib.util
 import os
 
@@ -20,8 +21,14 @@ LAUNCH_BUDGET = 3000
 
 
 def _have_simulation():
-    return all(importlib.util.find_spec(m) is not None
-               for m in ("cupy", "nvidia.cuda_nvrtc", "nvidia.cuda_runtime"))
+    """The gpu-sim extra: CuPy 14.2 for CUDA 12 (the simulation is written against it) and
+    NVIDIA's NVRTC and runtime headers; another CuPy (a GPU machine's) is not simulated."""
+    try:
+        version = importlib.metadata.version("cupy-cuda12x")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    headers = ("nvidia.cuda_nvrtc", "nvidia.cuda_runtime")
+    return version.startswith("14.2.") and all(importlib.util.find_spec(m) for m in headers)
 
 
 if not _have_simulation():
