@@ -42,7 +42,16 @@ def channel_dot(a, b):
     return _dot_rows(a, b)
 
 
-_ONES = {}
+_CONSTANTS = {}
+
+
+def device_constant(xp, host):
+    """The small NumPy array ``host`` as an array of module ``xp``, made once per device (a
+    constant the kernels read: no copy to the device inside a step)."""
+    key = (backend.device_key(xp), host.dtype.str, host.shape, host.tobytes())
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = xp.asarray(host)
+    return _CONSTANTS[key]
 
 
 def sum_over_batch(t, into=None):
@@ -56,8 +65,6 @@ def sum_over_batch(t, into=None):
     if xp is backend.numpy or not into.flags.c_contiguous:   # (no flat view to write through)
         into += t.sum(axis=0).reshape(into.shape)
         return into
-    key = (backend.device_key(xp), n, str(t.dtype))
-    if key not in _ONES:
-        _ONES[key] = xp.ones((1, n), dtype=t.dtype)
-    backend.matmul(_ONES[key], t.reshape(n, -1), out=into.reshape(1, -1), accumulate=True)
+    ones = device_constant(xp, backend.numpy.ones((1, n), dtype=t.dtype))
+    backend.matmul(ones, t.reshape(n, -1), out=into.reshape(1, -1), accumulate=True)
     return into

@@ -164,7 +164,8 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     reduce: None, or ``reduce(v) -> sum of v over the ranks`` for a 1-D array ``v`` (it may
     overwrite ``v``); every rank calls it the same number of times in the same order. In training
     mode mu and var are then the global batch's: one reduction of (sum x, count) and one of
-    sum (x - mu)^2 (two passes, so float32 keeps its digits). Unused in evaluation mode.
+    sum (x - mu)^2 (two passes, so float32 keeps its digits; the fused path given a ``shift``: one
+    reduction of both sums and the count). Unused in evaluation mode.
     method: "auto" | "textbook" | "in_place" | "fused" (module docstring).
     momentum: the running statistics' (:func:`batchnorm2d_running_stats`), which the fused path
     computes in the forward's own kernels when the running pair is given.

@@ -21,7 +21,7 @@ and return what the textbook pair returns; the tests hold them to it at 1e-12 in
 from __future__ import annotations
 
 from .. import backend
-from ._reduce import channel_dot, channel_sum
+from ._reduce import channel_dot, channel_sum, device_constant
 from .activations import relu_grad
 
 
@@ -131,16 +131,9 @@ def _sums_g_xhat_and_g_relu(xp, dy, y, x, total, squares, count, eps, pick):
     return _both_sums(xp, dy * (y > 0), x, total, squares, count, eps, pick)
 
 
-_PICK = {}
-
-
 def pick_rows(xp, dtype):
-    """The (2, 1, 1, 1, 1) array (1, 0) that lays the two gradient sums on rows of one
-    reduction; made once per device and dtype."""
-    key = (backend.device_key(xp), str(dtype))
-    if key not in _PICK:
-        _PICK[key] = xp.asarray(backend.numpy.array([1, 0], dtype=dtype).reshape(2, 1, 1, 1, 1))
-    return _PICK[key]
+    """The (2, 1, 1, 1, 1) array (1, 0) that lays two sums on the rows of one reduction."""
+    return device_constant(xp, backend.numpy.array([1, 0], dtype=dtype).reshape(2, 1, 1, 1, 1))
 
 
 @backend.fuse

@@ -213,20 +213,15 @@ def conv2d_backward(dy, cache, *, accumulate=None, dx_into=None):
         xs = x[:, :, ::sh, ::sw] if (sh, sw) != (1, 1) else x
         xs = xs.reshape((N,) + g_ + (Cg, Ho * Wo))
         dw = sum_over_batch(backend.matmul(dyg, xs, trans_b=True), into=dw_into)
-        if (sh, sw) == (1, 1) and dx_into is not None and dx_into.flags.c_contiguous:
-            dx = backend.matmul(wg, dyg, trans_a=True, accumulate=True,
-                                out=dx_into.reshape((N,) + g_ + (Cg, Ho * Wo))).reshape(x.shape)
-            dx_into = None                                      # added already
-        else:
-            dxs = backend.matmul(wg, dyg, trans_a=True).reshape(N, C, Ho, Wo)
-            if (sh, sw) == (1, 1):
-                dx = dxs
-            elif dx_into is not None:
-                dx_into[:, :, ::sh, ::sw] += dxs
-                dx, dx_into = dx_into, None
-            else:
-                dx = xp.zeros_like(x)
-                dx[:, :, ::sh, ::sw] = dxs
+        if (sh, sw) == (1, 1):      # the product adds into dx_into itself where it can
+            into = dx_into is not None and dx_into.flags.c_contiguous
+            out = dx_into.reshape((N,) + g_ + (Cg, Ho * Wo)) if into else None
+            dx = backend.matmul(wg, dyg, trans_a=True, out=out, accumulate=into).reshape(x.shape)
+            dx_into = None if into else dx_into
+        else:                       # dx is zero between the strided positions
+            dx = xp.zeros_like(x) if dx_into is None else dx_into
+            dx[:, :, ::sh, ::sw] += backend.matmul(wg, dyg, trans_a=True).reshape(N, C, Ho, Wo)
+            dx_into = None
     elif method == "planes":
         if G == 1:
             dx, dw = conv_planes.backward(dy, x, (N, C, H, W), w, (sh, sw), (ph, pw), dw_into)

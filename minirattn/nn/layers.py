@@ -124,9 +124,6 @@ class BatchNorm2d(Module):
     def forward(self, x):
         stats = self.buffers["running_mean"], self.buffers["running_var"]
         shift = getattr(self, "_cache_shift", None)      # the previous batch's mean (fused path)
-        if shift is not None and (backend.name_of(shift) != backend.name_of(x)
-                                  or shift.dtype != x.dtype):
-            shift = None
         y, self._cache = F.batchnorm2d_forward(
             x,
             self.params["weight"],
