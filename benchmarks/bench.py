@@ -12,7 +12,10 @@ same weights and batch (round-off through 56-92 batch-norm layers). So the float
 ours are no farther from the float64 answer than twice PyTorch's distance (measured: about the
 same distance).
 Then it alternates full training steps (forward, cross-entropy, backward, Nesterov SGD) of the
-two and reports medians and the ratio minirattn / PyTorch. Peak resident memory of a training
+two and reports medians and the ratio minirattn / PyTorch. minirattn's step is timed as
+``minirattn train`` runs it in one process, the batch split over ``--threads`` threads
+(minirattn.distributed.BatchThreads; its float64 answer is checked too), and beside it the plain
+step, where only the matrix products use the threads (the BLAS's own). Peak resident memory of a training
 step is measured in a fresh child process for each.
 
 With CuPy and a CUDA build of PyTorch on a machine with a GPU, the same command then does it all
@@ -87,10 +90,11 @@ def _rel_l2(a, b):
     return (num / den) ** 0.5
 
 
-def check_same_answer(twin, ours, x, y, device="cpu"):
+def check_same_answer(twin, ours, x, y, device="cpu", threads=1):
     """float64: loss and gradients to 1e-8. float32: loss to 1e-4, and our float32 gradients no
     farther from the exact (float64) ones than 2x PyTorch's own float32 gradients are. On the GPU
-    (device "cuda") the same, minirattn on CuPy against the twin on CUDA.
+    (device "cuda") the same, minirattn on CuPy against the twin on CUDA. ``threads`` > 1 (NumPy):
+    the float64 loss and gradients of the batch split over that many threads too.
 
     Returns a dict of the measured relative errors."""
     from minirattn.interop.torch import numpy_state
@@ -102,6 +106,16 @@ def check_same_answer(twin, ours, x, y, device="cpu"):
     err = {"loss64": abs(l_o - l_t) / abs(l_t), "grad64": _rel_l2(g_o, exact)}
     assert err["loss64"] < 1e-8 and err["grad64"] < 1e-8, \
         f"float64: loss rel {err['loss64']:.1e}, gradient rel L2 {err['grad64']:.1e}"
+    if threads > 1 and name == "numpy":            # the batch over threads: the same answer
+        from minirattn.distributed import BatchThreads
+        from minirattn.training.loop import forward_backward
+        parts = BatchThreads(ours, threads).run(forward_backward, x.astype("float64"), y)
+        l_th = sum(float(loss) for loss, _ in parts)
+        g_th = {k: g.astype("float64") for k, _, g in ours.named_parameters()}
+        err.update(loss64_threads=abs(l_th - l_t) / abs(l_t), grad64_threads=_rel_l2(g_th, exact))
+        assert err["loss64_threads"] < 1e-8 and err["grad64_threads"] < 1e-8, \
+            f"float64, {threads} threads: loss rel {err['loss64_threads']:.1e}, gradients " \
+            f"{err['grad64_threads']:.1e}"
     twin.float()                                   # the float64 weights were float32 values: exact
     ours.to(dtype="float32")
     ours.load_state_dict(numpy_state(twin))
@@ -115,41 +129,49 @@ def check_same_answer(twin, ours, x, y, device="cpu"):
     return err
 
 
-def minirattn_step(net, opt, x, y):
-    """One training step of a minirattn network: forward, cross-entropy, backward, SGD update."""
-    from minirattn import functional as F
-    logits = net(x)
-    _, d = F.softmax_cross_entropy(logits, y, validate=False)
-    net.zero_grad()
-    net.backward(d)
-    opt.step()
+def minirattn_step(net, opt, x, y, threads=None):
+    """One training step of a minirattn network: forward, cross-entropy, backward, SGD update;
+    ``threads`` (a BatchThreads) splits the batch over threads of this process."""
+    from minirattn.training import train_step
+    train_step(net, opt, x, y, opt.lr, threads=threads)
 
 
-def _alternate(step_ours, step_torch, repeats):
-    """Median seconds of each step, run alternately (so drift hits both alike) after a warm-up."""
-    step_ours(); step_torch()
-    t_o, t_t = [], []
+def _alternate(steps, repeats):
+    """{name: median seconds} of each step function, run in turn (so drift hits all alike)
+    after a warm-up."""
+    for step in steps.values():
+        step()
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        t0 = time.perf_counter(); step_ours(); t_o.append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); step_torch(); t_t.append(time.perf_counter() - t0)
-    return statistics.median(t_o), statistics.median(t_t)
+        for name, step in steps.items():
+            t0 = time.perf_counter(); step(); times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def time_steps(twin, ours, x, y, repeats, device="cpu"):
-    """Alternating full training steps of both; on the GPU each step ends with a synchronisation,
-    so the time is the step's, not its launch's. Returns (minirattn, PyTorch) median seconds."""
+def time_steps(twin, ours, x, y, repeats, device="cpu", threads=1):
+    """Alternating full training steps; on the GPU each step ends with a synchronisation, so the
+    time is the step's, not its launch's. Returns median seconds {"ours": minirattn's step with
+    the batch split over ``threads`` threads, "ours_blas": the plain step (the matrix products
+    alone on ``threads`` BLAS threads; only where threads > 1), "torch": PyTorch's}."""
+    import copy
     import torch
     from minirattn import backend as B
+    from minirattn.distributed import BatchThreads
     from minirattn.training import SGD
     name = _backend_for(device)
     opt_t = torch.optim.SGD(twin.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    opt_o = SGD(ours, lr=0.01)
+    plain = copy.deepcopy(ours)                    # its own weights, so neither run sees the other's
+    opt_o, opt_p = SGD(ours, lr=0.01), SGD(plain, lr=0.01)
+    bt = BatchThreads(ours, threads if name == "numpy" else 1)
     xo, yo = B.to_device(x, name), B.to_device(y, name)
     xt, yt = torch.tensor(x, device=device), torch.tensor(y, device=device)
 
     def step_ours():
-        minirattn_step(ours, opt_o, xo, yo)
+        minirattn_step(ours, opt_o, xo, yo, bt)
         B.synchronize()                                   # a no-op on NumPy
+
+    def step_plain():
+        minirattn_step(plain, opt_p, xo, yo)
 
     def step_torch():
         opt_t.zero_grad()
@@ -157,7 +179,10 @@ def time_steps(twin, ours, x, y, repeats, device="cpu"):
         opt_t.step()
         if device != "cpu":
             torch.cuda.synchronize()
-    return _alternate(step_ours, step_torch, repeats)
+    steps = {"ours": step_ours, "torch": step_torch}
+    if bt.size > 1:
+        steps["ours_blas"] = step_plain
+    return _alternate(steps, repeats)
 
 
 def step_flops(model, x):
@@ -233,7 +258,8 @@ def run_gpu(archs, batch, repeats):
     for arch in archs:
         twin, ours, x, y = _setup(arch, batch)
         err = check_same_answer(twin, ours, x, y, device="cuda")
-        t_o, t_t = time_steps(twin, ours, x, y, repeats, device="cuda")
+        times = time_steps(twin, ours, x, y, repeats, device="cuda")
+        t_o, t_t = times["ours"], times["torch"]
         rows.append((arch, err, t_o, t_t))
         print(f"{arch} (cupy vs CUDA): same answer (float64: loss {err['loss64']:.0e}, gradients "
               f"{err['grad64']:.0e}; float32 loss {err['loss32']:.0e}); step {t_o * 1e3:.1f} ms vs "
@@ -261,15 +287,17 @@ def _hwm_kib():
 def _peak_child(which, arch, batch):
     import numpy as np
     if which == "ours":
+        from minirattn.distributed import BatchThreads
         from minirattn.models import build
         from minirattn.training import SGD
         net = build(arch, num_classes=10)
         opt = SGD(net, lr=0.01)
+        bt = BatchThreads(net, int(os.environ.get("OMP_NUM_THREADS", "2")))
         x = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
         y = np.random.default_rng(0).integers(0, 10, batch)
         base = _hwm_kib()
         for _ in range(2):
-            minirattn_step(net, opt, x, y)
+            minirattn_step(net, opt, x, y, bt)
     else:
         import torch
         from minirattn.interop.torch import to_torch
@@ -307,17 +335,23 @@ def main(argv=None):
         print(f"NumPy sgemm (2048^3, float32): {rate:.0f} GFLOP/s", flush=True)
     for arch in (args.arch if args.only != "gpu" else ()):
         twin, ours, x, y = _setup(arch, args.batch)
-        err = check_same_answer(twin, ours, x, y)
-        t_o, t_t = time_steps(twin, ours, x, y, args.repeats)
+        err = check_same_answer(twin, ours, x, y, threads=args.threads)
+        times = time_steps(twin, ours, x, y, args.repeats, threads=args.threads)
+        t_o, t_t, t_b = times["ours"], times["torch"], times.get("ours_blas")
         m_o = _child_peak("ours", arch, args.batch, args.threads)
         m_t = _child_peak("torch", arch, args.batch, args.threads)
         flops = step_flops(ours, x)
-        out["cpu"].append((arch, err, t_o, t_t, m_o["step_mib"], m_t["step_mib"], flops))
-        print(f"{arch}: same answer (float64: loss {err['loss64']:.0e}, gradients {err['grad64']:.0e}; "
-              f"float32: loss {err['loss32']:.0e}, gradients {err['grad32']:.0e} apart, and from the "
-              f"float64 answer ours {err['ours32_exact']:.1e}, PyTorch's {err['torch32_exact']:.1e}); "
-              f"step {t_o:.3f} s vs {t_t:.3f} s = {t_o / t_t:.2f}x; "
-              f"step memory {m_o['step_mib']:.0f} MiB vs {m_t['step_mib']:.0f} MiB = {m_o['step_mib'] / max(m_t['step_mib'], 1):.2f}x; "
+        out["cpu"].append((arch, err, t_o, t_t, m_o["step_mib"], m_t["step_mib"], flops, t_b))
+        threaded = (f"; float64 on {args.threads} threads: loss {err['loss64_threads']:.0e}, "
+                    f"gradients {err['grad64_threads']:.0e}" if "loss64_threads" in err else "")
+        plain = (f"; the step with only the products on {args.threads} BLAS threads {t_b:.3f} s = "
+                 f"{t_b / t_t:.2f}x" if t_b else "")
+        print(f"{arch}: same answer (float64: loss {err['loss64']:.0e}, gradients {err['grad64']:.0e}"
+              f"{threaded}; float32: loss {err['loss32']:.0e}, gradients {err['grad32']:.0e} apart, and "
+              f"from the float64 answer ours {err['ours32_exact']:.1e}, PyTorch's {err['torch32_exact']:.1e}); "
+              f"step ({args.threads} threads over the batch) {t_o:.3f} s vs {t_t:.3f} s = {t_o / t_t:.2f}x"
+              f"{plain}; step memory {m_o['step_mib']:.0f} MiB vs {m_t['step_mib']:.0f} MiB = "
+              f"{m_o['step_mib'] / max(m_t['step_mib'], 1):.2f}x; "
               f"{flops / 1e9:.1f} GFLOP of products a step: {flops / t_o / 1e9:.0f} GFLOP/s "
               f"({100 * flops / t_o / 1e9 / rate:.0f}% of sgemm) vs PyTorch's "
               f"{flops / t_t / 1e9:.0f} GFLOP/s ({100 * flops / t_t / 1e9 / rate:.0f}%)", flush=True)

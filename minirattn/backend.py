@@ -15,7 +15,7 @@ __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
     "to_numpy", "pad", "numpy", "default_rng", "is_floating",
     "synchronize", "device_key", "use_device", "nccl", "current_stream_ptr", "device_count",
-    "fuse", "FUSED", "matmul",
+    "fuse", "FUSED", "matmul", "blas_threads",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -288,6 +288,21 @@ def _gemm_strided_batched(xp, a, b, trans_a, trans_b, batch, M, K, N, layout_a, 
          one.ctypes.data, b.data.ptr, ldb, stride_b, a.data.ptr, lda, stride_a,
          beta.ctypes.data, out.data.ptr, ldc, stride_c, count)
     return out
+
+
+_blas_controller = None
+
+
+def blas_threads(n: int):
+    """``with blas_threads(1): ...`` runs NumPy's matrix products on ``n`` threads inside, and
+    puts back what was set after (threadpoolctl). :class:`minirattn.distributed.BatchThreads`
+    runs each thread's products on one BLAS thread this way: threads of our own over the batch and
+    the BLAS's own threads would otherwise compete for the same cores."""
+    global _blas_controller
+    from threadpoolctl import ThreadpoolController
+    if _blas_controller is None:                  # looks the loaded libraries up once
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=n, user_api="blas")
 
 
 def default_rng(seed=None):

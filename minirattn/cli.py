@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel ranks this command starts itself, one thread each: auto "
                         "(one per core; one on cupy), N, or 1 for one process; needs the dist "
                         "extra; ignored under an explicit mpiexec")
+    t.add_argument("--threads", default="auto",
+                   help="threads over the batch in one process: auto (one per core on numpy in "
+                        "one process; 1 under ranks), or N (1: the plain step, only the matrix "
+                        "products threaded)")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="float32 (the paper's), or float64 (slow; for exact comparisons)")
     t.add_argument("--distributed", default="auto", choices=["auto", "yes", "no"],
@@ -278,7 +282,8 @@ def _run(args) -> int:
         n_train=args.n_train, n_test=args.n_test, image_size=args.image_size,
         workers=args.workers,
         distributed={"auto": "auto", "yes": True, "no": False}[args.distributed],
-        sync_batchnorm=not args.no_sync_batchnorm, dtype=args.dtype)
+        sync_batchnorm=not args.no_sync_batchnorm, dtype=args.dtype,
+        threads=_threads(args.threads))
     from .distributed import launch_ranks, launched_ranks, plan_ranks
     if launched_ranks() <= 1 and config.distributed is not False:    # not under mpiexec
         ranks, note = plan_ranks(args.procs, config.batch_size, config.backend)
@@ -292,6 +297,17 @@ def _run(args) -> int:
         print(result.summary())
         print(f"metrics: {result.metrics_path}")
     return 0
+
+
+def _threads(value: str):
+    """--threads: 'auto' or a whole number (TrainConfig checks the range)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"--threads: expected 'auto' or a number of threads >= 1, got "
+                         f"{value!r}") from None
 
 
 def _predict(args) -> int:

@@ -24,6 +24,13 @@ A :class:`Communicator` is the single-process do-nothing version; :class:`MPICom
 over ``mpi4py`` (in-place ``Allreduce`` on host buffers) and, for CuPy arrays, over NCCL when CuPy
 has it (the unique id broadcast through MPI), else through host copies after a device sync.
 :class:`ThreadRanks` simulates N ranks with threads in one process (tests, tutorials).
+
+:class:`BatchThreads` is the same scheme inside one process, for speed: N threads, each running
+its slice of the batch through a :meth:`~minirattn.nn.Module.replica` of the model (the same
+parameter arrays, gradients of its own), batch norm summed over the threads, the replicas'
+gradients added into the model's; each thread's matrix products on one BLAS thread. NumPy
+releases the GIL inside its large operations, so the threads use the cores for all of the step,
+not only for the matrix products (docs/architecture.md, "Threads over the batch").
 """
 from __future__ import annotations
 
@@ -249,7 +256,7 @@ class ThreadRanks:
     rank gets bit-identical sums). Returns the results in rank order; an error in one rank is
     raised after the others are released."""
 
-    def __init__(self, size: int, timeout: float = 60.0):
+    def __init__(self, size: int, timeout: float | None = 60.0):
         self.size, self.timeout = size, timeout
         self._cond = threading.Condition()
         self._calls = [0] * size                        # collectives each rank has entered
@@ -270,7 +277,8 @@ class ThreadRanks:
             if len(round_) < self.size:
                 raise threading.BrokenBarrierError(
                     f"simulated rank {rank}: rank {self._failed} failed or the others did not "
-                    f"reach collective {k} within {self.timeout} s")
+                    f"reach collective {k}" + (f" within {self.timeout} s" if self.timeout
+                                               else ""))
             values = [round_[r] for r in range(self.size)]
             if all(c > k for c in self._calls) and k - 1 in self._rounds:
                 del self._rounds[k - 1]                 # everyone is past the one before
@@ -321,17 +329,103 @@ class ThreadRanks:
                 errors[r] = exc
                 self._fail(r)                           # release the others
 
-        threads = [threading.Thread(target=body, args=(r,)) for r in range(self.size)]
+        threads = [threading.Thread(target=body, args=(r,), daemon=True)
+                   for r in range(self.size)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except BaseException:              # Ctrl-C in the waiting thread: stop the ranks at
+            self._fail(-1)                 # their next collective, wait for them, re-raise
+            for t in threads:
+                t.join()
+            raise
         real = [e for e in errors if e is not None
                 and not isinstance(e, threading.BrokenBarrierError)]
         broken = [e for e in errors if e is not None]
         if real or broken:
             raise (real or broken)[0]
         return results
+
+
+class BatchThreads:
+    """One process, ``size`` threads, each running a slice of the batch through its own replica
+    of ``model``: the data-parallel scheme above with threads for ranks.
+
+    ``run(fn, x, y)`` calls ``fn(replica, x_r, y_r, share_r)`` in thread r (replica 0 is the
+    model itself; ``share_r = n_r / n``, the slice's share of the batch), with every batch norm
+    summing its statistics over the threads (so the step is the one-thread step, to round-off),
+    then adds the replicas' gradients into the model's in thread order and returns the ``fn``
+    results in thread order. Replicas share the model's parameter arrays (an optimiser update is
+    seen by all) and are laid out again if the model's flat buffers change (``to()``). Inside,
+    each thread's matrix products run on one BLAS thread (:func:`minirattn.backend.blas_threads`).
+    A batch smaller than ``size`` runs on as many threads as it has images. NumPy only: on CuPy
+    one device runs one stream of kernels, and ``size`` must be 1."""
+
+    def __init__(self, model, size: int):
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"BatchThreads: expected a number of threads >= 1, got {size!r}")
+        if size > 1 and model.backend != "numpy":
+            raise ValueError(f"BatchThreads: threads over the batch are for the NumPy backend; "
+                             f"this model is on {model.backend!r} (use 1 thread)")
+        self.model, self.size = model, size
+        self._replicas, self._layout = [model], None
+
+    def _batch_norms(self, model):
+        return [m for m in model.modules() if hasattr(m, "reduce") and "running_mean" in m.buffers]
+
+    def _ready(self, n: int):
+        """The first ``n`` replicas, made (again) where the model's flat buffers changed."""
+        layout = tuple(id(g.params) for g in self.model.flat_groups.values())
+        if layout != self._layout:
+            self._replicas, self._layout = [self.model], layout
+        if any(m.reduce is not None for m in self._batch_norms(self.model)):
+            raise ValueError("BatchThreads: this model's batch norm already sums over ranks "
+                             "(sync_batchnorm); threads over the batch run on one process only")
+        while len(self._replicas) < n:
+            self._replicas.append(self.model.replica())
+        for rep in self._replicas[1:n]:
+            rep.train(self.model.training)
+        return self._replicas[:n]
+
+    def run(self, fn, x, y) -> list:
+        n = min(self.size, len(y))
+        replicas = self._ready(n)
+        if n == 1:
+            return [fn(self.model, x, y, 1.0)]
+        ranks = ThreadRanks(n, timeout=None)
+        layers = [self._batch_norms(rep) for rep in replicas]
+
+        def body(comm, rep, xs, ys, bns):
+            for m in bns:
+                m.reduce = comm.allreduce
+            try:
+                return fn(rep, xs, ys, len(ys) / len(y))
+            finally:
+                for m in bns:
+                    m.reduce = None
+
+        args = []
+        for r in range(n):
+            lo, hi = shard(len(y), r, n)
+            args.append((replicas[r], x[lo:hi], y[lo:hi], layers[r]))
+        with B.blas_threads(1):
+            results = ranks.run(body, args)
+        self._add_gradients(replicas)
+        return results
+
+    def _add_gradients(self, replicas):
+        """The model's gradients += each replica's, in thread order (as the all-reduce sums)."""
+        groups = self.model.flat_groups
+        for rep in replicas[1:]:
+            if groups:
+                for name, group in groups.items():
+                    group.grads += rep.flat_groups[name].grads
+            else:
+                for (_, _, g), (_, _, h) in zip(self.model.named_parameters(),
+                                                rep.named_parameters()):
+                    g += h
 
 
 def communicator(distributed) -> Communicator:
@@ -503,8 +597,9 @@ def plan_ranks(procs, batch_size: int, backend: str = "numpy"):
                          f"ranks; choose a multiple of {n}")
     _, missing = mpi_launcher()
     if missing and auto:
-        return 1, (f"minirattn: one process ({missing}); pip install -e '.[dist]' lets it run "
-                   f"{n} ranks, one per core (--procs 1 runs one process and says nothing)")
+        return 1, (f"minirattn: one process ({missing}), the batch over {n} threads; pip install "
+                   f"-e '.[dist]' lets it run {n} ranks, one per core (--procs 1 runs one "
+                   f"process and says nothing)")
     if missing:
         raise ValueError(f"--procs {n} needs the dist extra ({missing}): pip install -e "
                          f"'.[dist]', or --procs 1")
@@ -549,19 +644,23 @@ class DataParallel:
     rank 0 (:attr:`lead`) alone decides where the run goes (:meth:`collective`), reports, and
     writes; :meth:`fail` ends every rank when one meets an error the others do not."""
 
-    def __init__(self, comm: Communicator, batch_size: int, sync_batchnorm: bool = True):
+    def __init__(self, comm: Communicator, batch_size: int, sync_batchnorm: bool = True,
+                 threads="auto"):
         self.comm, self.batch_size, self.sync = comm, batch_size, sync_batchnorm
+        self.threads_asked, self.threads = threads, None
 
     @classmethod
-    def for_run(cls, distributed, batch_size: int, sync_batchnorm: bool = True):
-        """The run's ranks (``distributed`` as TrainConfig's); refuses ranks a launcher started
-        for a run that says ``distributed=False``."""
+    def for_run(cls, distributed, batch_size: int, sync_batchnorm: bool = True,
+                threads="auto"):
+        """The run's ranks (``distributed`` as TrainConfig's) and ``threads`` over each rank's
+        batch (TrainConfig's); refuses ranks a launcher started for a run that says
+        ``distributed=False``."""
         if distributed is False and launched_ranks() > 1:
             raise ValueError(f"this process is one of {launched_ranks()} ranks a launcher started, "
                              f"but distributed=False: every rank would train the same run alone "
                              f"and write the same checkpoints. Pass distributed=True or 'auto' "
                              f"(--distributed auto), or run without mpiexec")
-        return cls(communicator(distributed), batch_size, sync_batchnorm)
+        return cls(communicator(distributed), batch_size, sync_batchnorm, threads)
 
     @property
     def ranks(self) -> int:
@@ -584,16 +683,32 @@ class DataParallel:
         """(lo, hi) of this rank's slice of ``n`` items."""
         return shard(n, self.comm.rank, self.comm.size)
 
+    def thread_count(self, backend: str) -> int:
+        """Threads over this rank's batch: ``threads`` as asked; "auto" is one per core on NumPy
+        in one process, else 1. Several threads under several ranks are refused."""
+        asked = self.threads_asked
+        if asked == "auto":
+            return cores() if self.ranks == 1 and backend == "numpy" else 1
+        if asked > 1 and self.ranks > 1:
+            raise ValueError(f"threads={asked} on {self.ranks} ranks: threads over the batch run "
+                             f"in one process only; use threads=1 or 'auto' with ranks")
+        return asked
+
     def prepare(self, model) -> None:
         """Before the first step: batch norm synchronised (or not) and rank 0's weights
-        everywhere."""
+        everywhere; in one process, the threads over the batch (:class:`BatchThreads`)."""
         if self.ranks > 1:
             sync_batchnorm(model, self.comm, self.sync)
             broadcast_model(model, self.comm)
+        n = self.thread_count(model.backend)
+        self.threads = BatchThreads(model, n) if n > 1 else None
 
     def step_kwargs(self) -> dict:
-        """What a step needs besides its batch: the communicator and the global batch."""
-        return dict(comm=self.comm, global_batch=self.batch_size) if self.ranks > 1 else {}
+        """What a step needs besides its batch: the communicator and the global batch, or the
+        threads over the batch."""
+        if self.ranks > 1:
+            return dict(comm=self.comm, global_batch=self.batch_size)
+        return dict(threads=self.threads) if self.threads is not None else {}
 
     def before_test(self, model) -> None:
         """Unsynchronised batch norm: every rank tests with rank 0's running statistics."""
@@ -604,9 +719,11 @@ class DataParallel:
         check_same_weights(model, self.comm, iteration)
 
     def describe(self) -> str:
-        """' on 2 ranks (32 images each, ...)' for the run's first line; '' on one process."""
+        """' on 2 ranks (32 images each, ...)' for the run's first line; ' on 2 threads over the
+        batch' or '' on one process."""
         if self.ranks == 1:
-            return ""
+            return (f" on {self.threads.size} threads over the batch"
+                    if self.threads is not None else "")
         return (f" on {self.ranks} ranks ({self.batch_size // self.ranks} images each, batch "
                 f"norm {'synchronized' if self.sync else 'per rank'}; {describe_ranks(self.comm)})")
 

@@ -12,6 +12,7 @@ Contract (docs/conventions.md):
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -119,8 +120,7 @@ class Module:
         is one slice). Values are kept; names, ``state_dict`` and checkpoints do not change.
         ``to()`` lays the buffers out again. Returns {dtype name: :class:`FlatGroup`}.
         """
-        entries = [(f"{prefix}.{k}" if prefix else k, m, k) for prefix, m in self.named_modules()
-                   for k in m.params]
+        entries = self._param_slots()
         by_dtype = OrderedDict()
         for name, m, k in entries:
             by_dtype.setdefault(str(m.params[k].dtype), []).append((name, m, k))
@@ -147,6 +147,35 @@ class Module:
         object.__setattr__(self, "_flat", groups)
         object.__setattr__(self, "_flat_first", first)
         return groups
+
+    def _param_slots(self) -> list:
+        """(dotted name, module, key) of every parameter, in the tree's order."""
+        return [(f"{prefix}.{k}" if prefix else k, m, k) for prefix, m in self.named_modules()
+                for k in m.params]
+
+    def replica(self) -> "Module":
+        """A copy of this tree that SHARES its parameters (the very same arrays, so an update of
+        the model is seen by the replica) and has gradients, buffers, caches and settings of its
+        own: what :class:`minirattn.distributed.BatchThreads` runs each thread's slice of the
+        batch through. Flat buffers (:meth:`flatten_parameters`) are shared for the parameters
+        and laid out alike for the replica's gradients (zeroed); caches are not copied."""
+        keep = {id(p): p for _, p, _ in self.named_parameters()}
+        for group in self.flat_groups.values():
+            keep[id(group.params)] = group.params
+        for m in self.modules():                    # not copied: caches and cross-rank sums
+            for attr, v in vars(m).items():
+                if (attr.startswith("_cache") or attr == "reduce") and v is not None:
+                    keep[id(v)] = None
+        clone = copy.deepcopy(self, keep)
+        slots = {name: (m, k) for name, m, k in clone._param_slots()}
+        for group in clone.flat_groups.values():    # the copied gradients, views again
+            group.grads[...] = 0
+            for name, (start, stop) in group.slices.items():
+                m, k = slots[name]
+                m.grads[k] = group.grads[start:stop].reshape(m.grads[k].shape)
+        if not clone.flat_groups:
+            clone.zero_grad()
+        return clone
 
     @property
     def flat_groups(self) -> dict:

@@ -22,7 +22,7 @@ from .optim import PAPER_ITERATIONS, RECIPE_SETTINGS, StepSchedule
 #: continued on another number of ranks or without synchronization.
 PLACE_FIELDS = ("data_dir", "download", "backend", "checkpoint_dir", "resume", "progress",
                 "log_every", "eval_every", "keep_checkpoints", "distributed", "sync_batchnorm",
-                "workers")
+                "workers", "threads")
 
 #: Settings a resumed run may change besides PLACE_FIELDS: the base learning rate (lower it after
 #: a blow-up). Every change is recorded in the run's ``resumes``. Everything else is the run's
@@ -36,7 +36,8 @@ AUTO = "auto"
 
 #: Settings that belong to this machine, not to the run: ``to_dict`` (what checkpoints record)
 #: leaves them out.
-MACHINE_FIELDS = ("data_dir", "backend", "checkpoint_dir", "resume", "progress", "distributed")
+MACHINE_FIELDS = ("data_dir", "backend", "checkpoint_dir", "resume", "progress", "distributed",
+                  "threads")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class TrainConfig:
     the global batch, split over the ranks. sync_batchnorm: batch norm over the global batch
     (default; N ranks then compute the step one process computes), or False: each rank's shard
     alone (minirattn.distributed).
+    threads: "auto" (the default: on NumPy in one process, one thread per core; else 1) or N:
+    the batch (each rank's slice of it) split over N threads of this process, each running its
+    part through a replica of the network that shares its weights, batch norm summed over the
+    threads (minirattn.distributed.BatchThreads): the one-thread step to round-off, faster where
+    there are cores to spare. Under several ranks "auto" is 1 and N must be 1.
     dataset="folder": images from ``data_dir``/train/<class>/ and val/<class>/ (data/folder.py),
     cropped to ``image_size`` pixels (224 when None; the network's input size follows it),
     decoded by ``workers`` threads; the LR milestones follow the paper's ImageNet recipe (200k
@@ -96,6 +102,7 @@ class TrainConfig:
     distributed: bool | str = False
     sync_batchnorm: bool = True
     workers: int = 4
+    threads: int | str = "auto"
     # the earlier name of mask_activation: accepted, moved there, never recorded
     attention: str | None = field(default=None, repr=False, compare=False)
 
@@ -131,6 +138,15 @@ class TrainConfig:
         check_choice("dtype", self.dtype, ("float32", "float64"))
         check_choice("distributed", self.distributed, (False, True, "auto"))
         check_choice("sync_batchnorm", self.sync_batchnorm, (True, False))
+        if self.threads != "auto":
+            if isinstance(self.threads, bool) or not isinstance(self.threads, int) \
+                    or self.threads < 1:
+                raise ValueError(f"threads: expected 'auto' or an int >= 1, got "
+                                 f"{self.threads!r}")
+            if self.threads > 1 and self.backend != "numpy":
+                raise ValueError(f"threads={self.threads}: threads over the batch are for the "
+                                 f"NumPy backend; backend {self.backend!r} takes threads=1 or "
+                                 f"'auto'")
         if self.resume and not self.checkpoint_dir:
             raise ValueError(f"resume={self.resume!r} needs checkpoint_dir (where to look for "
                              f"checkpoints)")

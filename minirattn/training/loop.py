@@ -19,6 +19,7 @@ where the run goes, writes checkpoints and shows progress. An error on one rank 
 """
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -103,27 +104,43 @@ def build_model(config: TrainConfig, data: TrainData):
     return rebuild_model(settings, config.seed).to(config.backend)
 
 
-def train_step(model, optimizer, x, y, lr, comm=None, global_batch=None):
+def forward_backward(model, x, y, share=1.0):
+    """Forward, softmax cross-entropy, backward into freshly zeroed gradients. ``share`` (n / B)
+    scales the loss and its gradient where ``x, y`` are one slice of a batch of B (a rank's or a
+    thread's), so that the slices' gradients sum to the batch's. Returns (loss, number correct)."""
+    logits = model(x)
+    loss, dlogits = F.softmax_cross_entropy(logits, y, validate=False)
+    if share != 1.0:
+        dlogits *= share
+        loss = loss * share
+    model.zero_grad()
+    model.backward(dlogits)
+    return loss, (logits.argmax(axis=1) == y).sum()
+
+
+def train_step(model, optimizer, x, y, lr, comm=None, global_batch=None, threads=None):
     """One iteration on a batch already on the model's device: forward, softmax cross-entropy,
     backward, optimiser step. Returns (loss, number correct), both still on the device.
 
     Data-parallel (``comm`` of more than one rank): ``x, y`` are this rank's shard of a global
     batch of ``global_batch``; the loss gradient is scaled by the shard's share n / B so that the
     ranks' gradients sum to the global mean loss's, and the flat gradient buffers are summed over
-    the ranks before the update. The loss returned is the shard's share of the global mean."""
-    logits = model(x)
-    loss, dlogits = F.softmax_cross_entropy(logits, y, validate=False)
-    distributed = comm is not None and comm.size > 1
-    if distributed:
-        share = len(y) / global_batch
-        dlogits *= share
-        loss = loss * share
-    model.zero_grad()
-    model.backward(dlogits)
-    if distributed:
-        D.allreduce_gradients(model, comm)
+    the ranks before the update. The loss returned is the shard's share of the global mean.
+    ``threads`` (a :class:`~minirattn.distributed.BatchThreads` of ``model``): the batch is split
+    over its threads the same way inside this process."""
+    if threads is not None and threads.size > 1:
+        parts = threads.run(forward_backward, x, y)
+        loss, correct = parts[0]
+        for part_loss, part_correct in parts[1:]:
+            loss, correct = loss + part_loss, correct + part_correct
+    else:
+        distributed = comm is not None and comm.size > 1
+        share = len(y) / global_batch if distributed else 1.0
+        loss, correct = forward_backward(model, x, y, share)
+        if distributed:
+            D.allreduce_gradients(model, comm)
     optimizer.step(lr)
-    return loss, (logits.argmax(axis=1) == y).sum()
+    return loss, correct
 
 
 # ---- the run --------------------------------------------------------------------------------
@@ -197,6 +214,7 @@ def start_run(config: TrainConfig, parallel: D.DataParallel, echo=print) -> Run:
         restore_run(run, resume_from)
     run.record["ranks"] = parallel.ranks
     parallel.prepare(model)
+    run.record["threads"] = parallel.thread_count(config.backend)
     if config.progress:
         say(f"{config.arch} ({run.record['parameters']:,} parameters) on {config.dataset}: "
             f"{data.n_train} training and {len(data.y_test)} test images, {config.iterations} "
@@ -235,6 +253,15 @@ def loop(run: Run, step, extensions) -> None:
         run.data.stream.close()   # a folder stream's decoding threads, and the batch past the end
 
 
+def _takes_threads(step) -> bool:
+    """Whether ``step`` accepts ``threads=`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(step).parameters.values()
+    except (TypeError, ValueError):                  # pragma: no cover - a builtin: assume so
+        return True
+    return any(p.name == "threads" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def train(config: TrainConfig | None = None, *, step=train_step, echo=print, on_evaluate=None,
           callbacks=(), **settings) -> TrainResult:
     """Train a Residual Attention Network: ``config`` (a :class:`TrainConfig`), or its fields as
@@ -242,7 +269,8 @@ def train(config: TrainConfig | None = None, *, step=train_step, echo=print, on_
 
     ``step(model, optimizer, x, y, lr)`` makes one iteration (default :func:`train_step`) and
     returns (loss, number correct); when data-parallel it is also given ``comm=`` and
-    ``global_batch=``. ``on_evaluate(model, iteration, mean_image)``, if given, runs after every
+    ``global_batch=``, and in one process with several threads ``threads=`` (a step that takes
+    no ``threads`` or ``**kwargs`` runs the run on one thread). ``on_evaluate(model, iteration, mean_image)``, if given, runs after every
     evaluation and returns a dict of JSON values added to that history row (e.g. Fig. 4's
     feature response). ``callbacks``: callables ``cb(run)`` called after every iteration, after
     the run's own parts (extensions.py). Left unset, a folder data set takes the paper's ImageNet
@@ -254,8 +282,10 @@ def train(config: TrainConfig | None = None, *, step=train_step, echo=print, on_
         config = TrainConfig.from_settings(**settings)
     elif settings:
         config = config.replace(**settings)
+    if config.threads != 1 and not _takes_threads(step):
+        config = config.replace(threads=1)          # a step of five arguments: one thread
     parallel = D.DataParallel.for_run(config.distributed, config.batch_size,
-                                      config.sync_batchnorm)
+                                      config.sync_batchnorm, config.threads)
     try:
         run = start_run(config, parallel, echo)
         loop(run, step, default_extensions(run, on_evaluate) + list(callbacks))

@@ -107,6 +107,10 @@ def restore_run(run, resume_from) -> None:
     saved_ranks = meta["config"].get("ranks", 1)
     if saved_ranks != run.parallel.ranks:
         changed = dict(changed, ranks=(saved_ranks, run.parallel.ranks))
+    saved_threads = meta["config"].get("threads", 1)
+    threads = run.parallel.thread_count(run.config.backend)
+    if saved_threads != threads:                   # the same step to round-off; recorded
+        changed = dict(changed, threads=(saved_threads, threads))
     run.record["resumes"] = list(meta["config"].get("resumes", [])) + [dict(
         iteration=run.start, checkpoint=os.path.basename(path),
         changed={k: list(v) for k, v in changed.items()})]
