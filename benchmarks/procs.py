@@ -1,5 +1,7 @@
 """The main job as a user runs it: `minirattn train` (every core by default: --procs auto) against
-`minirattn train --procs 1`, alternating, two runs each; images/s from each run's own history.
+`minirattn train --procs 1` (one process, only its matrix products threaded) and `--procs 1
+--threads 2` (one process, the batch over two threads), alternating, two runs each; images/s from
+each run's own history.
 
     python benchmarks/procs.py --iterations 200 --rounds 2
 
@@ -7,7 +9,7 @@ Each run is the demo (attention56_small on `shapes`, batch 32) for --iterations 
 fresh folder; the figure is the median of the run's logged images/s after its first log row (the
 first holds the start-up). Prints one row per run and the ratio of the medians, and writes
 results/procs.json with the environment line (environment.py). Timings only: the equality of the
-two runs is proven in tests/test_procs.py.
+runs is proven in tests/test_mpi.py and tests/test_batch_threads.py.
 """
 from __future__ import annotations
 
@@ -24,9 +26,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 
+#: The command lines compared: name -> extra arguments of `minirattn train`.
+CONFIGS = {"auto": ["--procs", "auto"], "1": ["--procs", "1"],
+           "1x2": ["--procs", "1", "--threads", "2"]}
+
+
 def one_run(procs: str, iterations: int) -> dict:
     folder = tempfile.mkdtemp(prefix=f"procs-{procs}-")
-    cmd = [sys.executable, "-m", "minirattn", "train", "--procs", procs, "--iterations",
+    cmd = [sys.executable, "-m", "minirattn", "train", *CONFIGS[procs], "--iterations",
            str(iterations), "--eval-every", str(iterations), "--checkpoint-dir", folder,
            "--no-progress"]
     t = time.perf_counter()
@@ -35,7 +42,8 @@ def one_run(procs: str, iterations: int) -> dict:
     with open(os.path.join(folder, "metrics.json")) as f:
         metrics = json.load(f)
     rates = [h["images_per_s"] for h in metrics["history"][1:]]
-    return dict(procs=procs, ranks=metrics["config"]["ranks"], wall_s=wall,
+    return dict(procs=procs, ranks=metrics["config"]["ranks"],
+                threads=metrics["config"].get("threads", 1), wall_s=wall,
                 images_per_s=statistics.median(rates))
 
 
@@ -49,21 +57,23 @@ def main(argv=None):
     print(line())
     runs = []
     for _ in range(args.rounds):
-        for procs in ("auto", "1"):
+        for procs in CONFIGS:
             r = one_run(procs, args.iterations)
             runs.append(r)
-            print(f"--procs {procs:>4}: {r['ranks']} rank(s), {r['images_per_s']:.1f} images/s, "
-                  f"{r['wall_s']:.0f} s in all")
+            print(f"{' '.join(CONFIGS[procs]):>24}: {r['ranks']} rank(s) x {r['threads']} "
+                  f"thread(s), {r['images_per_s']:.1f} images/s, {r['wall_s']:.0f} s in all")
     med = {p: statistics.median(r["images_per_s"] for r in runs if r["procs"] == p)
-           for p in ("auto", "1")}
+           for p in CONFIGS}
     spread = {p: (max(v) - min(v)) / statistics.median(v) for p in med
               for v in [[r["images_per_s"] for r in runs if r["procs"] == p]]}
-    print(f"default (auto) / --procs 1: {med['auto'] / med['1']:.2f}x images/s "
-          f"(spread {100 * spread['auto']:.0f}% / {100 * spread['1']:.0f}%)")
+    for p in ("auto", "1x2"):
+        print(f"{' '.join(CONFIGS[p])} / --procs 1: {med[p] / med['1']:.2f}x "
+              f"images/s (spread {100 * spread[p]:.0f}% / {100 * spread['1']:.0f}%)")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(dict(environment=describe(), iterations=args.iterations, runs=runs,
-                       ratio=med["auto"] / med["1"], spread=spread), f, indent=1)
+                       ratios={p: med[p] / med["1"] for p in ("auto", "1x2")}, spread=spread),
+                  f, indent=1)
 
 
 if __name__ == "__main__":

@@ -113,10 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel ranks this command starts itself, one thread each: auto "
                         "(one per core; one on cupy), N, or 1 for one process; needs the dist "
                         "extra; ignored under an explicit mpiexec")
-    t.add_argument("--threads", default="auto",
-                   help="threads over the batch in one process: auto (one per core on numpy in "
-                        "one process; 1 under ranks), or N (1: the plain step, only the matrix "
-                        "products threaded)")
+    t.add_argument("--threads", default="1",
+                   help="threads over the batch in one process: 1 (the plain step, only its "
+                        "matrix products threaded), N, or auto (one per core on numpy in one "
+                        "process; 1 under ranks); pays on the paper's networks, not on the demo's")
     t.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="float32 (the paper's), or float64 (slow; for exact comparisons)")
     t.add_argument("--distributed", default="auto", choices=["auto", "yes", "no"],

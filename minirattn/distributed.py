@@ -597,9 +597,8 @@ def plan_ranks(procs, batch_size: int, backend: str = "numpy"):
                          f"ranks; choose a multiple of {n}")
     _, missing = mpi_launcher()
     if missing and auto:
-        return 1, (f"minirattn: one process ({missing}), the batch over {n} threads; pip install "
-                   f"-e '.[dist]' lets it run {n} ranks, one per core (--procs 1 runs one "
-                   f"process and says nothing)")
+        return 1, (f"minirattn: one process ({missing}); pip install -e '.[dist]' lets it run "
+                   f"{n} ranks, one per core (--procs 1 runs one process and says nothing)")
     if missing:
         raise ValueError(f"--procs {n} needs the dist extra ({missing}): pip install -e "
                          f"'.[dist]', or --procs 1")
@@ -645,13 +644,13 @@ class DataParallel:
     writes; :meth:`fail` ends every rank when one meets an error the others do not."""
 
     def __init__(self, comm: Communicator, batch_size: int, sync_batchnorm: bool = True,
-                 threads="auto"):
+                 threads=1):
         self.comm, self.batch_size, self.sync = comm, batch_size, sync_batchnorm
         self.threads_asked, self.threads = threads, None
 
     @classmethod
     def for_run(cls, distributed, batch_size: int, sync_batchnorm: bool = True,
-                threads="auto"):
+                threads=1):
         """The run's ranks (``distributed`` as TrainConfig's) and ``threads`` over each rank's
         batch (TrainConfig's); refuses ranks a launcher started for a run that says
         ``distributed=False``."""

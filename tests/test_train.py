@@ -248,10 +248,8 @@ def test_a_blow_up_keeps_a_good_checkpoint_and_a_lower_lr_resumes_it(tmp_path):
     assert np.isfinite(evaluate_checkpoint(str(tmp_path / "ckpt-00000002.rattn"))["loss"])
     r = train(config.replace(resume=True, lr=0.01), echo=lambda *a: None)
     assert r.history[-1]["iteration"] == 6 and np.isfinite(r.history[-1]["test_loss"])
-    assert r.config["resumes"] == [dict(     # the first run's five-argument step ran one thread
-        iteration=2, checkpoint="ckpt-00000002.rattn",
-        changed={"lr": [0.1, 0.01], "threads": [1, r.config["threads"]]}
-        if r.config["threads"] != 1 else {"lr": [0.1, 0.01]})]
+    assert r.config["resumes"] == [dict(iteration=2, checkpoint="ckpt-00000002.rattn",
+                                        changed={"lr": [0.1, 0.01]})]
     with open(r.metrics_path) as f:
         assert json.load(f)["config"]["resumes"] == r.config["resumes"]
     assert r.history[-1]["lr"] == pytest.approx(0.0001)          # the new base lr, scheduled
@@ -320,8 +318,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, mo
         return (loss * np.nan if calls["n"] > 3 else loss), d
     monkeypatch.setattr(F, "softmax_cross_entropy", poisoned)
     with pytest.raises(TrainingDiverged, match=r"became nan.*last good checkpoint is .*ckpt-00000002"):
-        train_cifar(iterations=8, eval_every=2, log_every=2, checkpoint_dir=str(tmp_path),
-                    threads=1, **TINY)        # one loss a step (each thread computes its own)
+        train_cifar(iterations=8, eval_every=2, log_every=2, checkpoint_dir=str(tmp_path), **TINY)
     paths = list_checkpoints(str(tmp_path))
     assert [os.path.basename(p) for p in paths] == ["ckpt-00000002.rattn"]
     arrays, _ = load_checkpoint(paths[0])
@@ -409,8 +406,8 @@ def test_the_step_is_a_seam_that_the_loop_calls_once_per_iteration(tmp_path):
     r = train(config, step=counting_step, echo=lambda *a: None)
     assert [c[0] for c in calls] == [(8, 3, 32, 32)] * 5 and [c[1] for c in calls] == [(8,)] * 5
     assert [c[2] for c in calls] == pytest.approx([0.1, 0.1, 0.01, 0.001, 0.001])   # 40% / 60% milestones
-    assert r.config["threads"] == 1       # a step that takes no threads= runs on one thread
-    plain = train_cifar(iterations=5, eval_every=5, echo=lambda *a: None, threads=1, **TINY)
+    assert r.config["threads"] == 1
+    plain = train_cifar(iterations=5, eval_every=5, echo=lambda *a: None, **TINY)
     for k, v in plain.model.state_dict().items():
         np.testing.assert_array_equal(v, r.model.state_dict()[k], err_msg=k)
 

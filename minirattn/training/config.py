@@ -60,11 +60,12 @@ class TrainConfig:
     the global batch, split over the ranks. sync_batchnorm: batch norm over the global batch
     (default; N ranks then compute the step one process computes), or False: each rank's shard
     alone (minirattn.distributed).
-    threads: "auto" (the default: on NumPy in one process, one thread per core; else 1) or N:
-    the batch (each rank's slice of it) split over N threads of this process, each running its
-    part through a replica of the network that shares its weights, batch norm summed over the
-    threads (minirattn.distributed.BatchThreads): the one-thread step to round-off, faster where
-    there are cores to spare. Under several ranks "auto" is 1 and N must be 1.
+    threads: 1 (the default: the plain step, only its matrix products threaded by the BLAS), N, or
+    "auto" (one per core on NumPy in one process, else 1): the batch split over N threads of this
+    process, each running its part through a replica of the network that shares its weights,
+    batch norm summed over the threads (minirattn.distributed.BatchThreads): the one-thread step
+    to round-off. It pays on the paper's networks and loses on small ones, whose operations are
+    too small to release the GIL for long (benchmarks/README.md). Under several ranks N must be 1.
     dataset="folder": images from ``data_dir``/train/<class>/ and val/<class>/ (data/folder.py),
     cropped to ``image_size`` pixels (224 when None; the network's input size follows it),
     decoded by ``workers`` threads; the LR milestones follow the paper's ImageNet recipe (200k
@@ -102,7 +103,7 @@ class TrainConfig:
     distributed: bool | str = False
     sync_batchnorm: bool = True
     workers: int = 4
-    threads: int | str = "auto"
+    threads: int | str = 1
     # the earlier name of mask_activation: accepted, moved there, never recorded
     attention: str | None = field(default=None, repr=False, compare=False)
 

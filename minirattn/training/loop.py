@@ -270,10 +270,11 @@ def train(config: TrainConfig | None = None, *, step=train_step, echo=print, on_
     ``step(model, optimizer, x, y, lr)`` makes one iteration (default :func:`train_step`) and
     returns (loss, number correct); when data-parallel it is also given ``comm=`` and
     ``global_batch=``, and in one process with several threads ``threads=`` (a step that takes
-    no ``threads`` or ``**kwargs`` runs the run on one thread). ``on_evaluate(model, iteration, mean_image)``, if given, runs after every
-    evaluation and returns a dict of JSON values added to that history row (e.g. Fig. 4's
-    feature response). ``callbacks``: callables ``cb(run)`` called after every iteration, after
-    the run's own parts (extensions.py). Left unset, a folder data set takes the paper's ImageNet
+    no ``threads`` or ``**kwargs`` runs the run on one thread).
+    ``on_evaluate(model, iteration, mean_image)``, if given, runs after every evaluation and
+    returns a dict of JSON values added to that history row (e.g. Fig. 4's feature response).
+    ``callbacks``: callables ``cb(run)`` called after every iteration, after the run's own parts
+    (extensions.py). Left unset, a folder data set takes the paper's ImageNet
     batch and length (data/kinds.py).
 
     Data-parallel runs (``config.distributed``) end every rank when one fails: an error only
