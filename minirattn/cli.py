@@ -289,6 +289,10 @@ def _run(args) -> int:
         ranks, note = plan_ranks(args.procs, config.batch_size, config.backend)
         if note:
             print(note, file=sys.stderr)
+        if ranks > 1 and config.threads not in (1, "auto"):
+            raise ValueError(f"--threads {config.threads}: threads over the batch run in one "
+                             f"process, and --procs {args.procs} starts {ranks} ranks; add "
+                             f"--procs 1 (or leave --threads out)")
         if ranks > 1:                # the same command on every rank (which ignores --procs)
             return launch_ranks(ranks, args.argv)
     result = train(config)

@@ -227,3 +227,21 @@ def test_a_step_of_five_arguments_runs_the_run_on_one_thread():
     r = train(TrainConfig(**TINY_RUN, iterations=2, eval_every=2, threads=2,
                           checkpoint_dir=None), step=five, echo=lambda *a, **k: None)
     assert r.config["threads"] == 1 and calls == [8, 8]
+
+
+def test_the_command_line_takes_threads_and_refuses_them_beside_ranks(tmp_path, capsys):
+    from minirattn.cli import main
+    from minirattn.training import load_checkpoint
+    tiny = ["--iterations", "2", "--eval-every", "2", "--n-train", "64", "--n-test", "32",
+            "--batch-size", "16", "--no-progress"]
+    assert main(["train", "--procs", "1", "--threads", "2", *tiny,
+                 "--checkpoint-dir", str(tmp_path / "t")]) == 0
+    _, meta = load_checkpoint(str(tmp_path / "t" / "ckpt-00000002.rattn"))
+    assert meta["config"]["threads"] == 2 and meta["config"]["ranks"] == 1
+    capsys.readouterr()
+    assert main(["train", "--procs", "1", "--threads", "two", *tiny]) == 2
+    assert "--threads: expected 'auto' or a number of threads >= 1, got 'two'" in \
+        capsys.readouterr().err
+    if D.mpi_launcher()[1] is None:                  # with the dist extra: ranks and threads
+        assert main(["train", "--procs", "2", "--threads", "2", *tiny]) == 2
+        assert "threads over the batch run in one process" in capsys.readouterr().err
