@@ -12,10 +12,10 @@ same weights and batch (round-off through 56-92 batch-norm layers). So the float
 ours are no farther from the float64 answer than twice PyTorch's distance (measured: about the
 same distance).
 Then it alternates full training steps (forward, cross-entropy, backward, Nesterov SGD) of the
-two and reports medians and the ratio minirattn / PyTorch. minirattn's step is timed as
-``minirattn train`` runs it in one process, the batch split over ``--threads`` threads
-(minirattn.distributed.BatchThreads; its float64 answer is checked too), and beside it the plain
-step, where only the matrix products use the threads (the BLAS's own). Peak resident memory of a training
+two and reports medians and the ratio minirattn / PyTorch. minirattn's step is timed with the
+batch split over ``--threads`` threads (``minirattn train --threads N``;
+minirattn.distributed.BatchThreads; its float64 answer is checked too), and beside it the plain
+step (the default), where only the matrix products use the threads (the BLAS's own). Peak resident memory of a training
 step is measured in a fresh child process for each.
 
 With CuPy and a CUDA build of PyTorch on a machine with a GPU, the same command then does it all

@@ -370,32 +370,31 @@ class BatchThreads:
             raise ValueError(f"BatchThreads: threads over the batch are for the NumPy backend; "
                              f"this model is on {model.backend!r} (use 1 thread)")
         self.model, self.size = model, size
-        self._replicas, self._layout = [model], None
-
-    def _batch_norms(self, model):
-        return [m for m in model.modules() if hasattr(m, "reduce") and "running_mean" in m.buffers]
+        self._replicas, self._layers, self._layout = [], [], None
 
     def _ready(self, n: int):
-        """The first ``n`` replicas, made (again) where the model's flat buffers changed."""
+        """The first ``n`` replicas and their batch norms, made (again) where the model's flat
+        buffers changed."""
         layout = tuple(id(g.params) for g in self.model.flat_groups.values())
-        if layout != self._layout:
-            self._replicas, self._layout = [self.model], layout
-        if any(m.reduce is not None for m in self._batch_norms(self.model)):
+        if layout != self._layout or not self._replicas:
+            self._replicas, self._layers = [self.model], [batch_norms(self.model)]
+            self._layout = layout
+        if any(m.reduce is not None for m in self._layers[0]):
             raise ValueError("BatchThreads: this model's batch norm already sums over ranks "
                              "(sync_batchnorm); threads over the batch run on one process only")
         while len(self._replicas) < n:
             self._replicas.append(self.model.replica())
+            self._layers.append(batch_norms(self._replicas[-1]))
         for rep in self._replicas[1:n]:
             rep.train(self.model.training)
-        return self._replicas[:n]
+        return self._replicas[:n], self._layers[:n]
 
     def run(self, fn, x, y) -> list:
         n = min(self.size, len(y))
-        replicas = self._ready(n)
+        replicas, layers = self._ready(n)
         if n == 1:
             return [fn(self.model, x, y, 1.0)]
         ranks = ThreadRanks(n, timeout=None)
-        layers = [self._batch_norms(rep) for rep in replicas]
 
         def body(comm, rep, xs, ys, bns):
             for m in bns:
@@ -437,10 +436,15 @@ def communicator(distributed) -> Communicator:
 
 
 # ---- the model across ranks --------------------------------------------------------------
+def batch_norms(model) -> list:
+    """The batch-norm layers of ``model``: those with a ``reduce`` to synchronise."""
+    return [m for m in model.modules() if hasattr(m, "reduce") and "running_mean" in m.buffers]
+
+
 def sync_batchnorm(model, comm: Communicator, enabled: bool = True) -> int:
     """Make every batch norm of ``model`` sum its statistics over ``comm``'s ranks (or, with
     ``enabled=False``, normalise each rank's shard alone). Returns how many it changed."""
-    layers = [m for m in model.modules() if hasattr(m, "reduce") and "running_mean" in m.buffers]
+    layers = batch_norms(model)
     for m in layers:
         m.reduce = comm.reduce if enabled else None
     return len(layers)
