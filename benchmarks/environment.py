@@ -1,5 +1,5 @@
-"""What a speed figure depends on, in one line and as a dict: NumPy's and PyTorch's versions, the
-BLAS library each process loaded and the kernel it chose (threadpoolctl), its threads, and the
+"""What a speed figure depends on, in one line and as a dict: NumPy's and PyTorch's versions,
+numba's and whether minirattn's compiled kernels run (batch norm's compiled path), the BLAS library each process loaded and the kernel it chose (threadpoolctl), its threads, and the
 OPENBLAS_* variables (this machine sets OPENBLAS_CORETYPE, which picks older, slower kernels than
 a user's machine would). bench.py and distributed.py print it, so a figure can be reproduced."""
 from __future__ import annotations
@@ -15,6 +15,13 @@ def describe() -> dict:
         info["torch"] = torch.__version__
     except ImportError:
         info["torch"] = None
+    try:
+        import numba
+        info["numba"] = numba.__version__
+    except ImportError:
+        info["numba"] = None                    # pip install -e ".[fast]"
+    from minirattn import backend
+    info["jit"] = backend.jit_available()
     try:
         from threadpoolctl import threadpool_info
         info["blas"] = [dict(library=i.get("internal_api"), version=i.get("version"),
@@ -34,7 +41,9 @@ def line(info=None) -> str:
             "; ".join(f"{b['library']} {b['version']} {b['kernel']} kernels, {b['threads']} "
                       f"threads ({b['path']})" for b in info["blas"]) or "no BLAS found")
     env = ", ".join(f"{k}={v}" for k, v in info["openblas_env"].items()) or "none"
+    jit = ("compiled kernels on" if info.get("jit") else "compiled kernels off")
     return (f"numpy {info['numpy']}, torch {info['torch'] or 'not installed'}, "
+            f"numba {info.get('numba') or 'not installed'} ({jit}), "
             f"{info['cpus']} CPUs; {blas}; OPENBLAS_* variables: {env}")
 
 

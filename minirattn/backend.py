@@ -1,13 +1,17 @@
-"""The array backend: the only module in minirattn that imports numpy, cupy or scipy.
+"""The array backend: the only module in minirattn that imports numpy, cupy, scipy or numba.
 
 Everything else asks for its array module with :func:`xp_of` (from the arrays it
 was given) or :func:`get` (by name), so the same code runs on NumPy and CuPy and a
 machine without a GPU never touches CUDA.
 
 ``import minirattn`` imports NumPy only; CuPy is imported the first time someone
-asks for ``"cupy"`` or hands us a CuPy array.
+asks for ``"cupy"`` or hands us a CuPy array, numba the first time a :func:`jit` kernel runs.
 """
 from __future__ import annotations
+
+import importlib.util
+import os
+import threading
 
 import numpy as np
 
@@ -15,7 +19,7 @@ __all__ = [
     "BackendError", "BACKENDS", "get", "xp_of", "name_of", "is_array", "to_device",
     "to_numpy", "pad", "numpy", "default_rng", "is_floating",
     "synchronize", "device_key", "use_device", "nccl", "current_stream_ptr", "device_count",
-    "fuse", "FUSED", "matmul", "blas_threads",
+    "fuse", "FUSED", "jit", "JITTED", "jit_available", "use_jit", "matmul", "blas_threads",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -194,6 +198,55 @@ def fuse(fn):
     call.__name__, call.__doc__, call.plain = fn.__name__, fn.__doc__, fn
     call.kernels = kernels
     FUSED[f"{fn.__module__}.{fn.__name__}"] = call
+    return call
+
+
+#: Every function made by :func:`jit`, by "module.name".
+JITTED = {}
+
+# MINIRATTN_JIT=0 in the environment turns the compiled kernels off for a run (use_jit() in code)
+_jit = {"on": os.environ.get("MINIRATTN_JIT", "1") != "0", "lock": threading.Lock()}
+
+
+def jit_available() -> bool:
+    """Whether the NumPy paths may run :func:`jit` kernels: numba is installed (the ``fast``
+    extra) and they were not turned off (``MINIRATTN_JIT=0``, :func:`use_jit`)."""
+    if "found" not in _jit:                      # looked up once: this is asked at every layer
+        _jit["found"] = importlib.util.find_spec("numba") is not None
+    return _jit["on"] and _jit["found"]
+
+
+def use_jit(on: bool) -> bool:
+    """Allow (True) or forbid (False) the compiled kernels from now on; returns what was set
+    before. What ``"auto"`` paths choose follows it (benchmarks compare both in one process)."""
+    before, _jit["on"] = _jit["on"], bool(on)
+    return before
+
+
+def jit(fn=None, *, sums=False):
+    """``fn`` (plain Python loops over NumPy arrays) compiled by numba on its first call: machine
+    code for each argument type, run without the GIL (threads over the batch run it at once),
+    cached on disk. ``sums=True`` (``@jit(sums=True)``) for a kernel whose loops accumulate:
+    their additions may then be reordered (numba's fastmath "reassoc"), so that the compiler
+    keeps several partial sums in vector lanes (3-4x faster; without it each addition waits
+    for the one before). Only the NumPy paths that :func:`jit_available` allows call it;
+    ``.plain`` is ``fn`` itself, which the tests also run uncompiled. docs/architecture.md
+    ("Compiled kernels on the CPU")."""
+    if fn is None:
+        return lambda f: jit(f, sums=sums)
+    compiled = []
+
+    def call(*args):
+        if not compiled:
+            with _jit["lock"]:                 # threads calling it first compile it once
+                if not compiled:
+                    import numba  # noqa: WPS433 (the one allowed place)
+                    compiled.append(numba.njit(nogil=True, cache=True,
+                                               fastmath={"reassoc"} if sums else False)(fn))
+        return compiled[0](*args)
+
+    call.__name__, call.__doc__, call.plain = fn.__name__, fn.__doc__, fn
+    JITTED[f"{fn.__module__}.{fn.__name__}"] = call
     return call
 
 

@@ -1,5 +1,7 @@
-"""The backend: the only numpy/cupy importer, clear errors when CuPy is missing."""
+"""The backend: the only numpy/cupy/scipy/numba importer, clear errors when CuPy is missing."""
 import ast
+import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from minirattn import backend
 PKG = pathlib.Path(__file__).resolve().parents[1] / "minirattn"
 
 
-def test_only_backend_imports_numpy_or_cupy():
+def test_only_backend_imports_numpy_cupy_scipy_or_numba():
     offenders = []
     for path in PKG.rglob("*.py"):
         if path.name == "backend.py" and path.parent == PKG:
@@ -25,8 +27,8 @@ def test_only_backend_imports_numpy_or_cupy():
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
             offenders += [f"{path.relative_to(PKG)}: {n}" for n in names
-                          if n.split(".")[0] in ("numpy", "cupy", "cupyx")]
-    assert offenders == [], f"only minirattn/backend.py may import numpy/cupy: {offenders}"
+                          if n.split(".")[0] in ("numpy", "cupy", "cupyx", "scipy", "numba")]
+    assert offenders == [], f"only minirattn/backend.py may import numpy/cupy/scipy/numba: {offenders}"
 
 
 def test_import_minirattn_never_touches_cuda():
@@ -151,3 +153,33 @@ def _sliced_like(v, to_device):
     offset = (v.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // v.itemsize
     flat = whole.reshape(-1)[offset:]
     return backend.get("cupy").lib.stride_tricks.as_strided(flat, v.shape, v.strides)
+
+
+def test_use_jit_turns_the_compiled_kernels_off_and_says_what_was_set():
+    before = backend.use_jit(False)
+    try:
+        assert backend.jit_available() is False
+        assert backend.use_jit(True) is False
+        assert backend.jit_available() == (importlib.util.find_spec("numba") is not None)
+    finally:
+        backend.use_jit(before)
+
+
+def test_minirattn_jit_0_in_the_environment_turns_them_off_for_a_run():
+    code = ("from minirattn import backend, functional as F; import numpy as np; "
+            "print(backend.jit_available(), F.batchnorm2d_forward(np.ones((2, 1, 1, 2)), "
+            "np.ones(1), np.zeros(1))[1].method)")
+    env = dict(os.environ, MINIRATTN_JIT="0")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.split() == ["False", "in_place"]
+
+
+def test_every_jit_kernel_is_registered_with_its_plain_python():
+    from minirattn.functional import batchnorm_compiled   # noqa: F401 (registers its kernels)
+    names = {n for n in backend.JITTED if n.startswith("minirattn.functional.batchnorm_compiled.")}
+    assert {n.rsplit(".", 1)[1] for n in names} == {"_centred_squares", "_normalize",
+                                                      "_gradient_sums", "_input_grad"}
+    for n in names:
+        kernel = backend.JITTED[n]
+        assert callable(kernel.plain) and kernel.plain.__name__ == kernel.__name__

@@ -4,10 +4,25 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, strategies as st
 
-from minirattn import distributed as D, functional as F, gradcheck
+import contextlib
+import os
+
+from minirattn import backend, distributed as D, functional as F, gradcheck
+from minirattn.functional import batchnorm_compiled
 from minirattn.functional.batchnorm import batchnorm_method
 
-FAST_METHODS = [m for m in F.BATCHNORM_METHODS if m != "textbook"]
+
+def _method_param(m):
+    """The compiled path needs numba (the fast extra, which the README's test command
+    installs); without it its cases skip, saying so, unless MINIRATTN_REQUIRE_JIT=1 (CI)."""
+    if m != "compiled" or backend.jit_available():
+        return m
+    if os.environ.get("MINIRATTN_REQUIRE_JIT") == "1":
+        raise RuntimeError("MINIRATTN_REQUIRE_JIT=1 but numba is missing: pip install -e '.[fast]'")
+    return pytest.param(m, marks=pytest.mark.skip(reason="needs numba: pip install -e '.[fast]'"))
+
+
+FAST_METHODS = [_method_param(m) for m in F.BATCHNORM_METHODS if m != "textbook"]
 
 
 @st.composite
@@ -154,13 +169,67 @@ def test_every_path_equals_the_textbook_pair_synchronized(method, shards, C, rel
         _equal(grads, grads_t, f"{method} rank {r} backward")
 
 
-def test_auto_is_in_place_on_numpy_and_in_place_is_refused_elsewhere():
-    assert batchnorm_method(np, "auto") == "in_place"
+def test_auto_is_compiled_or_in_place_on_numpy_and_those_are_refused_elsewhere():
+    assert batchnorm_method(np, "auto") == ("compiled" if backend.jit_available() else "in_place")
     assert batchnorm_method(object(), "auto") == "fused"
-    with pytest.raises(ValueError, match="'in_place' works on NumPy arrays only"):
-        batchnorm_method(object(), "in_place")
+    for m in ("in_place", "compiled"):
+        with pytest.raises(ValueError, match=f"'{m}' works on NumPy arrays only"):
+            batchnorm_method(object(), m)
+    before = backend.use_jit(False)                 # as MINIRATTN_JIT=0, or numba missing
+    try:
+        assert batchnorm_method(np, "auto") == "in_place"
+        with pytest.raises(ValueError, match=r"'compiled' needs numba \(pip install"):
+            batchnorm_method(np, "compiled")
+    finally:
+        backend.use_jit(before)
     with pytest.raises(ValueError, match="method"):
         F.batchnorm2d_forward(np.ones((2, 3, 2, 2)), np.ones(3), np.zeros(3), method="fast")
+
+
+@contextlib.contextmanager
+def _plain_kernels():
+    """The compiled path with its kernels run as the plain Python they are written in."""
+    names = ("_centred_squares", "_normalize", "_gradient_sums", "_input_grad")
+    kept = {n: getattr(batchnorm_compiled, n) for n in names}
+    before = backend.use_jit(True)                  # (batchnorm_method asks for numba only)
+    found = backend._jit.get("found")
+    backend._jit["found"] = True
+    try:
+        for n, kernel in kept.items():
+            setattr(batchnorm_compiled, n, kernel.plain)
+        yield
+    finally:
+        for n, kernel in kept.items():
+            setattr(batchnorm_compiled, n, kernel)
+        backend.use_jit(before)
+        if found is None:
+            backend._jit.pop("found", None)
+        else:
+            backend._jit["found"] = found
+
+
+@given(case=bn_case(), training=st.booleans(), relu=st.booleans(), plus=st.booleans())
+def test_the_compiled_kernels_loops_equal_the_textbook_pair_as_plain_python(case, training, relu,
+                                                                             plus):
+    """The loops the compiled path is made of, run as Python (no numba needed), in float64:
+    forward, running statistics and backward (with the shortcut's ``plus``) equal the textbook
+    pair's to 1e-12 in both modes, with and without the ReLU."""
+    x, g, b, rm, rv, mom = make(case)
+    rng = np.random.default_rng(case[-1] + 1)
+    dy, other = rng.standard_normal(x.shape), (rng.standard_normal(x.shape) if plus else None)
+
+    def run(m):
+        y, c = F.batchnorm2d_forward(x, g, b, rm, rv, training=training, relu=relu, method=m,
+                                     momentum=mom)
+        assert c.method == m
+        return ((y, *F.batchnorm2d_running_stats(c, rm, rv, mom)),
+                F.batchnorm2d_backward(dy, c, plus=other))
+
+    with _plain_kernels():
+        (y, *stats), grads = run("compiled")
+    (y_t, *stats_t), grads_t = run("textbook")
+    _equal([y, *stats], [y_t, *stats_t], "plain kernels forward")
+    _equal(grads, grads_t, "plain kernels backward")
 
 
 def test_the_textbook_pair_fits_on_one_screen():

@@ -9,9 +9,10 @@
 #
 # The code to read is the textbook pair, `_forward_textbook` and `_backward_textbook` in
 # `minirattn/functional/batchnorm.py`: these formulas one array operation a line, printed below.
-# `batchnorm2d_forward(..., method="auto")` runs a faster arrangement of the same formulas (in place
-# on NumPy, one fused kernel per step on the GPU, `batchnorm_fast.py`); the last section shows that
-# every path gives the textbook pair's numbers.
+# `batchnorm2d_forward(..., method="auto")` runs a faster arrangement of the same formulas (compiled
+# loops on NumPy where numba is installed, `batchnorm_compiled.py`, else in place on NumPy; one fused
+# kernel per step on the GPU, `batchnorm_fast.py`); the last section shows that every path gives the
+# textbook pair's numbers.
 #
 # Run with `python tutorials/03_batch_normalisation.py`.
 
@@ -21,7 +22,7 @@ import inspect
 import numpy as np
 
 import minirattn as mr
-from minirattn import functional as F
+from minirattn import backend, functional as F
 
 rng = np.random.default_rng(0)
 x = rng.standard_normal((8, 3, 4, 4)) * np.array([0.5, 2.0, 5.0])[None, :, None, None] + 3.0
@@ -102,16 +103,18 @@ print("BN then ReLU, and BN with relu=True: the same output and gradients")
 # ## Every path gives the textbook pair's numbers
 # `method` chooses how the numbers are computed: `"textbook"` (above), `"in_place"` (NumPy: the
 # same formulas on one centred array, fewer passes over memory), `"fused"` (one kernel per step on
-# the GPU; on NumPy the plain functions), `"auto"` (in place on NumPy, fused on CuPy). The backward
-# takes its forward's path.
+# the GPU; on NumPy the plain functions), `"compiled"` (NumPy with numba: each pass over memory one
+# compiled loop), `"auto"` (compiled, or in place without numba, on NumPy; fused on CuPy). The
+# backward takes its forward's path.
 
 # %%
+methods = [m for m in F.BATCHNORM_METHODS if m != "compiled" or backend.jit_available()]
 for training in (True, False):
     reference = None
-    for method in F.BATCHNORM_METHODS:
+    for method in methods:
         y, c = F.batchnorm2d_forward(x, gamma, beta, new_mean, new_var, training=training,
                                      relu=True, method=method)
         out = (y, *F.batchnorm2d_backward(dy, c))
         reference = reference or out
         assert all(np.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(out, reference))
-print("textbook, in_place, fused and auto: the same outputs and gradients, training and evaluation")
+print(", ".join(methods) + ": the same outputs and gradients, training and evaluation")

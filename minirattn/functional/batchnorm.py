@@ -20,9 +20,11 @@ takes its backward (dy [y > 0]) into the batch norm's: the BN-ReLU pair of every
 ``method`` chooses how the numbers are computed; every method gives the same result:
 ``"textbook"`` is :func:`_forward_textbook` / :func:`_backward_textbook` below, the formulas of
 the derivation one array operation a line; ``"fused"`` (one kernel per step on the GPU) and
-``"in_place"`` (NumPy, few passes over memory) live in :mod:`.batchnorm_fast`; ``"auto"``
-(the default) is ``"in_place"`` on NumPy and ``"fused"`` on CuPy. The backward takes the path
-its forward took.
+``"in_place"`` (NumPy, few passes over memory) live in :mod:`.batchnorm_fast`;
+``"compiled"`` (NumPy with numba: each pass one kernel that runs without the GIL) in
+:mod:`.batchnorm_compiled`; ``"auto"`` (the default) is ``"compiled"`` on NumPy where numba is
+installed (``backend.jit_available``), else ``"in_place"``, and ``"fused"`` on CuPy. The backward
+takes the path its forward took.
 """
 from __future__ import annotations
 
@@ -30,11 +32,12 @@ from typing import NamedTuple
 
 from .. import backend
 from ..checks import check_array, check_choice, check_number, check_same_dtype
+from . import batchnorm_compiled as compiled
 from . import batchnorm_fast as fast
 from .batchnorm_fast import column, over_ranks
 
 #: The values of ``batchnorm2d_forward(..., method=...)``.
-BATCHNORM_METHODS = ("auto", "textbook", "in_place", "fused")
+BATCHNORM_METHODS = ("auto", "textbook", "in_place", "fused", "compiled")
 
 
 class BatchNormCache(NamedTuple):
@@ -122,18 +125,30 @@ def _check_channels(x, **vectors):
 
 def batchnorm_method(xp, method="auto") -> str:
     """The path ``batchnorm2d_forward`` takes on array module ``xp``: ``method`` itself, or for
-    "auto" "in_place" on NumPy and "fused" elsewhere."""
+    "auto" "compiled" on NumPy where numba may run, "in_place" on NumPy otherwise and "fused"
+    elsewhere."""
     check_choice("batchnorm method", method, BATCHNORM_METHODS)
     if method == "auto":
-        return "in_place" if xp is backend.numpy else "fused"
-    if method == "in_place" and xp is not backend.numpy:
-        raise ValueError("batchnorm method 'in_place' works on NumPy arrays only; use 'fused' "
-                         "or 'auto' on the GPU")
+        if xp is not backend.numpy:
+            return "fused"
+        return "compiled" if backend.jit_available() else "in_place"
+    if method in ("in_place", "compiled") and xp is not backend.numpy:
+        raise ValueError(f"batchnorm method {method!r} works on NumPy arrays only; use 'fused' "
+                         f"or 'auto' on the GPU")
+    if method == "compiled" and not backend.jit_available():
+        raise ValueError("batchnorm method 'compiled' needs numba (pip install 'minirattn[fast]') "
+                         "and the compiled kernels allowed (MINIRATTN_JIT is not 0); "
+                         "'in_place' runs without it")
     return method
 
 
 def _forward_fast(method, x, gamma, beta, running_mean, running_var, training, eps, reduce,
                   relu, momentum, shift):
+    if method == "compiled":
+        total, squares, M = compiled.statistics(x, training, running_mean, running_var, reduce)
+        y = compiled.forward(x, total, squares, M, eps, gamma, beta, relu)
+        return y, BatchNormCache(x, y, gamma, total, squares, M, eps, training, relu,
+                                 reduce if training else None, method)
     in_place = method == "in_place"
     mean = update = None
     if training and not in_place:
@@ -166,7 +181,7 @@ def batchnorm2d_forward(x, gamma, beta, running_mean=None, running_var=None, tra
     mode mu and var are then the global batch's: one reduction of (sum x, count) and one of
     sum (x - mu)^2 (two passes, so float32 keeps its digits; the fused path given a ``shift``: one
     reduction of both sums and the count). Unused in evaluation mode.
-    method: "auto" | "textbook" | "in_place" | "fused" (module docstring).
+    method: "auto" | "textbook" | "in_place" | "fused" | "compiled" (module docstring).
     momentum: the running statistics' (:func:`batchnorm2d_running_stats`), which the fused path
     computes in the forward's own kernels when the running pair is given.
     shift: None, or (C,) values near the batch's means (the previous batch's): the fused path
@@ -243,4 +258,6 @@ def batchnorm2d_backward(dy, cache, *, plus=None):
         return (dx if plus is None else dx + plus), dgamma, dbeta
     if cache.method == "in_place":
         return fast.backward_in_place(dy, cache, plus)
+    if cache.method == "compiled":
+        return compiled.backward(dy, cache, plus)
     return fast.backward_fused(dy, cache, plus)
