@@ -8,7 +8,7 @@ each run's own history.
 Each run is the demo (attention56_small on `shapes`, batch 32) for --iterations iterations in a
 fresh folder; the figure is the median of the run's logged images/s after its first log row (the
 first holds the start-up). Prints one row per run and the ratio of the medians, and writes
-results/procs.json with the environment line (environment.py). Timings only: the equality of the
+results/procs-DATE.json (or --out) with the environment line (environment.py). Timings only: the equality of the
 runs is proven in tests/test_mpi.py and tests/test_batch_threads.py.
 """
 from __future__ import annotations
@@ -51,7 +51,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--out", default=os.path.join(HERE, "results", "procs.json"))
+    p.add_argument("--out", default=os.path.join(HERE, "results",
+                                                 f"procs-{time.strftime('%Y-%m-%d')}.json"),
+                   help="where the runs go (default: results/procs-DATE.json, so that a stored "
+                        "day's runs are never overwritten)")
     args = p.parse_args(argv)
     from environment import describe, line
     print(line())
