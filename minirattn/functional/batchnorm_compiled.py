@@ -16,8 +16,7 @@ the kernels' plain Python too (``.plain``), so a machine without numba checks th
 from __future__ import annotations
 
 from .. import backend
-from ._reduce import channel_sum
-from .batchnorm_fast import over_ranks
+from .batchnorm_fast import mean_inv_std, over_ranks, total_and_count
 
 
 # -- the kernels: one pass each ----------------------------------------------------------------
@@ -87,15 +86,10 @@ def statistics(x, training, running_mean, running_var, reduce):
     """(total, squares, count) as the cache keeps them: training, sum x, sum (x - mean)^2 and
     N H W, each over all ranks with ``reduce`` (two reductions, as the in-place path);
     evaluation, the running mean and variance and a count of 1."""
-    np = backend.numpy
     if not training:
         return running_mean.astype(x.dtype), running_var.astype(x.dtype), 1
-    N, C, H, W = x.shape
-    total, M = channel_sum(x), N * H * W
-    if reduce is not None:
-        total, M = over_ranks(reduce, total, np.full(1, M, dtype=x.dtype))
-        M = M[0]
-    squares = np.zeros(C)
+    total, M = total_and_count(x, reduce)
+    squares = backend.numpy.zeros(x.shape[1])
     _centred_squares(_rows(x), (total / M).astype(x.dtype, copy=False), squares)
     squares = squares.astype(x.dtype)
     return total, (reduce(squares) if reduce is not None else squares), M
@@ -103,11 +97,11 @@ def statistics(x, training, running_mean, running_var, reduce):
 
 def forward(x, total, squares, count, eps, gamma, beta, relu):
     """y = (x - mu) gamma / sqrt(var + eps) + beta (then max(y, 0)), one kernel."""
-    np = backend.numpy
     rows = _rows(x)
-    y = np.empty(x.shape, dtype=x.dtype)
-    _normalize(rows, total / count, gamma / np.sqrt(squares / count + eps),
-               beta.astype(x.dtype, copy=False), bool(relu), y.reshape(rows.shape))
+    mu, inv_std = mean_inv_std(backend.numpy, total, squares, count, eps)
+    y = backend.numpy.empty(x.shape, dtype=x.dtype)
+    _normalize(rows, mu, gamma * inv_std, beta.astype(x.dtype, copy=False), bool(relu),
+               y.reshape(rows.shape))
     return y
 
 
@@ -117,8 +111,7 @@ def backward(dy, cache, plus=None):
     k g + a (x - mu) + b, a = -k inv_std sum(g xhat) / M and b = -k sum(g) / M."""
     np = backend.numpy
     x, M = cache.x, cache.count
-    mu = cache.total / M
-    inv_std = 1.0 / np.sqrt(cache.squares / M + cache.eps)
+    mu, inv_std = mean_inv_std(np, cache.total, cache.squares, M, cache.eps)
     rows_x, rows_dy = _rows(x), _rows(dy)
     rows_y = _rows(cache.y) if cache.relu else rows_dy
     C = x.shape[1]

@@ -43,13 +43,13 @@ def over_image(v, x):
 
 
 # -- the math as CuPy runs it, each function one fused kernel ---------------------------------
-def _mean_inv_std(xp, total, squares, count, eps):
+def mean_inv_std(xp, total, squares, count, eps):
     """mu and 1 / sqrt(var + eps) from the sums."""
     return total / count, 1.0 / xp.sqrt(squares / count + eps)
 
 
 def _bn(xp, x, total, squares, count, eps, gamma, beta):
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    mu, inv_std = mean_inv_std(xp, total, squares, count, eps)
     return (x - mu) * (gamma * inv_std) + beta
 
 
@@ -68,7 +68,7 @@ def _normalize_relu(xp, x, total, squares, count, eps, gamma, beta):
 def _input_grad_of(xp, g, x, total, squares, count, eps, gamma, sum_g, sum_g_xhat, plus):
     """dx = gamma inv_std (g - sum(g) / M - xhat sum(g xhat) / M) + plus, xhat = (x - mu)
     inv_std; ``plus`` is what another branch sends to the same input (or 0)."""
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    mu, inv_std = mean_inv_std(xp, total, squares, count, eps)
     return ((g - sum_g / count - (x - mu) * (inv_std * sum_g_xhat / count))
             * (gamma * inv_std) + plus)
 
@@ -127,7 +127,7 @@ def _eval_input_grad(xp, g, squares, count, eps, gamma, plus):
 def _both_sums(xp, g, x, total, squares, count, eps, pick):
     """[sum g xhat, sum g] over (N, H, W) as one (2, C) reduction: ``pick`` is (1, 0) on a
     leading axis of its own, so row k sums g (pick_k xhat + 1 - pick_k)."""
-    mu, inv_std = _mean_inv_std(xp, total, squares, count, eps)
+    mu, inv_std = mean_inv_std(xp, total, squares, count, eps)
     return xp.sum(g * (pick * ((x - mu) * inv_std) + (1 - pick)), axis=(1, 3, 4))
 
 
@@ -167,20 +167,26 @@ def over_ranks(reduce, a, b):
     return both[:a.shape[0]], both[a.shape[0]:]
 
 
+def total_and_count(x, reduce):
+    """(sum x over N, H, W, N H W): with ``reduce`` both over every rank in one reduction (the
+    count then a 0-d array on the device: no sync)."""
+    N, _, H, W = x.shape
+    total, M = channel_sum(x), N * H * W
+    if reduce is None:
+        return total, M
+    total, M = over_ranks(reduce, total, backend.xp_of(x).full(1, M, dtype=x.dtype))
+    return total, M[0]
+
+
 def statistics(x, training, running_mean, running_var, reduce, centred_on_numpy):
     """(total, squares, count) as the cache keeps them, and x - mean where the in-place path
     made it (else None). Training (the in-place path; the fused one: :func:`fused_statistics`):
     sum x, sum (x - mean)^2 and N H W, each over all ranks with ``reduce`` (count then a 0-d
     array on the device: no sync); evaluation: the running mean and variance and a count of 1."""
-    xp = backend.xp_of(x)
-    N, _, H, W = x.shape
     if not training:
         total, squares = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         return total, squares, 1, (x - over_image(total, x) if centred_on_numpy else None)
-    total, M = channel_sum(x), N * H * W
-    if reduce is not None:
-        total, M = over_ranks(reduce, total, xp.full(1, M, dtype=x.dtype))
-        M = M[0]
+    total, M = total_and_count(x, reduce)
     centred = x - over_image(total / M, x)
     squares = channel_dot(centred, centred)
     return total, (reduce(squares) if reduce is not None else squares), M, centred
@@ -202,10 +208,8 @@ def fused_statistics(x, reduce, shift, running, momentum):
     N, _, H, W = x.shape
     M, pick = N * H * W, pick_rows(xp, x.dtype)
     if shift is None:
-        ref, ref_count = channel_sum(x), M
-        if reduce is not None:
-            ref, M = over_ranks(reduce, ref, xp.full(1, M, dtype=x.dtype))
-            M = ref_count = M[0]
+        ref, M = total_and_count(x, reduce)
+        ref_count = M
         sums = _shifted_sums(x, column(ref), ref_count, pick)
         if reduce is not None:
             sums = reduce(sums.reshape(-1)).reshape(2, -1)
@@ -243,7 +247,7 @@ def backward_in_place(dy, cache, plus=None):
     of the formula and two new arrays (g, x - mu)."""
     np = backend.numpy
     x, M = cache.x, cache.count
-    mu, inv_std = _mean_inv_std(np, cache.total, cache.squares, M, cache.eps)
+    mu, inv_std = mean_inv_std(np, cache.total, cache.squares, M, cache.eps)
     g = relu_grad(dy, cache.y) if cache.relu else dy
     dx = x - over_image(mu, x)
     dbeta, dgamma = channel_sum(g), channel_dot(g, dx) * inv_std
