@@ -229,9 +229,9 @@ def jit(fn=None, *, sums=False):
     cached on disk. ``sums=True`` (``@jit(sums=True)``) for a kernel whose loops accumulate:
     their additions may then be reordered (numba's fastmath "reassoc"), so that the compiler
     keeps several partial sums in vector lanes (batch norm's sum loops 3.7x and 14x faster at
-    (32, 64, 32, 32); without it each addition waits for the one before). Only the NumPy paths that :func:`jit_available` allows call it;
-    ``.plain`` is ``fn`` itself, which the tests also run uncompiled. docs/architecture.md
-    ("Compiled kernels on the CPU")."""
+    (32, 64, 32, 32); without it each addition waits for the one before). Only the NumPy paths
+    that :func:`jit_available` allows call it; ``.plain`` is ``fn`` itself, which the tests
+    also run uncompiled. docs/architecture.md ("Compiled kernels on the CPU")."""
     if fn is None:
         return lambda f: jit(f, sums=sums)
     compiled = []

@@ -97,10 +97,11 @@ def statistics(x, training, running_mean, running_var, reduce):
 
 def forward(x, total, squares, count, eps, gamma, beta, relu):
     """y = (x - mu) gamma / sqrt(var + eps) + beta (then max(y, 0)), one kernel."""
+    np = backend.numpy
     rows = _rows(x)
-    mu, inv_std = mean_inv_std(backend.numpy, total, squares, count, eps)
-    y = backend.numpy.empty(x.shape, dtype=x.dtype)
-    _normalize(rows, mu, gamma * inv_std, beta.astype(x.dtype, copy=False), bool(relu),
+    y = np.empty(x.shape, dtype=x.dtype)
+    scale = gamma / np.sqrt(squares / count + eps)      # as the in-place path: the same bits
+    _normalize(rows, total / count, scale, beta.astype(x.dtype, copy=False), bool(relu),
                y.reshape(rows.shape))
     return y
 
